@@ -1,0 +1,7 @@
+//! Saltpeter, the sidecar: a distributed cron that lives on the Salt master.
+//!
+//! `main.rs` only parses arguments and sets up tracing; everything else lives in this library so
+//! that tests and benchmarks can drive it. See `docs/architecture.md` for the code map.
+#![forbid(unsafe_code)]
+
+pub mod salt;
