@@ -5,3 +5,4 @@
 //! escalation); `run` aggregates minions into a run's status.
 
 pub mod minion;
+pub mod run;
