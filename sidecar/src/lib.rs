@@ -4,5 +4,6 @@
 //! that tests and benchmarks can drive it. See `docs/architecture.md` for the code map.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod salt;
 pub mod store;

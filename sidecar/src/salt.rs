@@ -33,7 +33,7 @@ pub use bus::{BusItem, DEFAULT_CAPACITY, EventBus, Link, Subscription};
 pub use client::{
     ClientError, JobRun, JobUpdate, Publish, Published, REQUEST_TIMEOUT, SaltClient, WheelReturn,
 };
-pub use config::{ConfigError, DEFAULT_MASTER_CONFIG, IpcEndpoint, MasterConfig};
+pub use config::{ConfigError, DEFAULT_MASTER_CONFIG, IpcEndpoint, MasterConfig, glob_match};
 pub use event::{
     Auth, Event, EventError, EventKind, Jid, JobNew, JobReturn, MinionId, Packed, Presence,
     RunReturn,

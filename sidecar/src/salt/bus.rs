@@ -47,7 +47,10 @@ pub enum BusItem {
 pub enum Link {
     Down,
     /// Connected. `live` once a first byte arrived: then the master has registered us.
-    Up { live: bool, framing: Option<Framing> },
+    Up {
+        live: bool,
+        framing: Option<Framing>,
+    },
 }
 
 /// A handle to the event bus reader. Clones share one connection; the reader stops when the
@@ -192,7 +195,9 @@ impl Reader {
             loop {
                 match decoder.next() {
                     Ok(Some(Decoded::Body(body))) => self.publish(body),
-                    Ok(Some(Decoded::Bad(bad))) => warn!(error = %bad, "Skipped a bad event frame."),
+                    Ok(Some(Decoded::Bad(bad))) => {
+                        warn!(error = %bad, "Skipped a bad event frame.")
+                    }
                     Ok(None) => break,
                     Err(desync) => return desync.to_string(),
                 }

@@ -165,7 +165,11 @@ impl SaltClient {
 
     async fn read_key(&self) -> Result<String, ClientError> {
         let text = tokio::fs::read_to_string(&self.key_file).await.map_err(|source| {
-            ClientError::KeyUnreadable { path: self.key_file.clone(), hint: self.hint.clone(), source }
+            ClientError::KeyUnreadable {
+                path: self.key_file.clone(),
+                hint: self.hint.clone(),
+                source,
+            }
         })?;
         let key = text.trim().to_owned();
         *self.key.lock().await = Some(key.clone());
@@ -189,15 +193,18 @@ impl SaltClient {
         loop {
             let mut with_key = load.clone();
             with_key.push(("key".into(), key.as_str().into()));
-            let reply = match clear_request(&self.endpoint, Value::Map(with_key), self.timeout).await {
-                Ok(r) => r,
-                Err(e @ (RequestError::Timeout { .. } | RequestError::Transport { .. })) if !retried => {
-                    warn!(error = %e, "Salt request failed; retrying once on a fresh socket.");
-                    retried = true;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let reply =
+                match clear_request(&self.endpoint, Value::Map(with_key), self.timeout).await {
+                    Ok(r) => r,
+                    Err(e @ (RequestError::Timeout { .. } | RequestError::Transport { .. }))
+                        if !retried =>
+                    {
+                        warn!(error = %e, "Salt request failed; retrying once on a fresh socket.");
+                        retried = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             let auth_failed = field(&reply, "error")
                 .and_then(|e| field(e, "name"))
                 .and_then(text)
@@ -265,7 +272,8 @@ impl SaltClient {
                 missing: text_list(field(load, "missing")).into_iter().map(MinionId::new).collect(),
             }),
             _ => {
-                let msg = field(load, "error").and_then(text).unwrap_or_else(|| job.target.expr.clone());
+                let msg =
+                    field(load, "error").and_then(text).unwrap_or_else(|| job.target.expr.clone());
                 Err(ClientError::NoMinions(msg))
             }
         }

@@ -143,7 +143,9 @@ impl MasterConfig {
                 IpcEndpoint::Unix(sock_dir.join("master_event_pub.ipc")),
                 IpcEndpoint::Unix(sock_dir.join("master_event_pull.ipc")),
             ),
-            other => return Err(field_err("ipc_mode", format!("{other:?} is neither ipc nor tcp"))),
+            other => {
+                return Err(field_err("ipc_mode", format!("{other:?} is neither ipc nor tcp")));
+            }
         };
         let user = string(opts, "user");
         let key_file = cachedir.join(format!(".{}_key", key_user(user.as_deref())));
@@ -228,7 +230,8 @@ fn merge(into: &mut Mapping, from: Mapping) {
 
 /// The files an include pattern names, relative to the main file's directory, sorted.
 fn expand_include(dir: &Path, pattern: &str) -> Vec<PathBuf> {
-    let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { dir.join(pattern) };
+    let full =
+        if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { dir.join(pattern) };
     let (parent, name) = match (full.parent(), full.file_name().and_then(|n| n.to_str())) {
         (Some(p), Some(n)) => (p.to_owned(), n.to_owned()),
         _ => return Vec::new(),
@@ -241,7 +244,7 @@ fn expand_include(dir: &Path, pattern: &str) -> Vec<PathBuf> {
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| wildcard(&name, n)))
+        .filter(|e| e.file_name().to_str().is_some_and(|n| glob_match(&name, n)))
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .collect();
@@ -249,8 +252,8 @@ fn expand_include(dir: &Path, pattern: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Shell-style `*` and `?` matching of one file name (`[...]` classes taken literally).
-pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
+/// Shell-style `*` and `?` matching (as `fnmatch` without classes): include patterns, tag globs.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {

@@ -85,7 +85,10 @@ impl EventFirer {
                 Err(source) => {
                     *guard = None;
                     if attempt == 1 {
-                        return Err(FireError::Write { endpoint: self.endpoint.to_string(), source });
+                        return Err(FireError::Write {
+                            endpoint: self.endpoint.to_string(),
+                            source,
+                        });
                     }
                     debug!(error = %source, "Event pull connection broke; reconnecting.");
                 }

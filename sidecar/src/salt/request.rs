@@ -15,7 +15,9 @@ use super::value::decode_value;
 /// A request to the master failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("no answer from the master's request port {endpoint} within {waited:?} (is salt-master running?)")]
+    #[error(
+        "no answer from the master's request port {endpoint} within {waited:?} (is salt-master running?)"
+    )]
     Timeout { endpoint: String, waited: Duration },
     #[error("talk to the master's request port {endpoint}")]
     Transport {

@@ -105,7 +105,9 @@ pub struct Nodegroup(Vec<String>);
 impl Nodegroup {
     pub(crate) fn from_yaml(v: &serde_yaml::Value) -> Option<Self> {
         match v {
-            serde_yaml::Value::String(s) => Some(Self(s.split_whitespace().map(str::to_owned).collect())),
+            serde_yaml::Value::String(s) => {
+                Some(Self(s.split_whitespace().map(str::to_owned).collect()))
+            }
             serde_yaml::Value::Sequence(items) => Some(Self(
                 items
                     .iter()
@@ -152,9 +154,8 @@ fn expand_words(
         return Err(NodegroupError::Cycle(name.to_owned()));
     }
     let words = &groups.get(name).ok_or_else(|| NodegroupError::Unknown(name.to_owned()))?.0;
-    let plain = words.iter().all(|w| {
-        !OPERATORS.contains(&w.as_str()) && !w.contains('*') && !is_engine(w)
-    });
+    let plain =
+        words.iter().all(|w| !OPERATORS.contains(&w.as_str()) && !w.contains('*') && !is_engine(w));
     let mut out = Vec::new();
     if plain && !words.is_empty() {
         let regex = words.iter().any(|w| w.contains(['(', '[', '{', '\\', '?', '}', ']', ')']));

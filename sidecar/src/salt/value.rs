@@ -36,11 +36,9 @@ pub fn to_json(value: &Value) -> serde_json::Value {
     match value {
         Value::Nil => J::Null,
         Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => i
-            .as_i64()
-            .map(J::from)
-            .or_else(|| i.as_u64().map(J::from))
-            .unwrap_or(J::Null),
+        Value::Integer(i) => {
+            i.as_i64().map(J::from).or_else(|| i.as_u64().map(J::from)).unwrap_or(J::Null)
+        }
         Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
         Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
         Value::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
