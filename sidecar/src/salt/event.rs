@@ -1,0 +1,374 @@
+//! Events of the master bus as types: the tags Saltpeter acts on get a struct each, every other
+//! tag arrives as [`EventKind::Other`] with its data still packed.
+//!
+//! Decoding is lazy where it pays: the typed fields are read by walking the packed data once, and
+//! free-form values (a job's `return`, its `fun_args`) stay as [`Packed`] bytes, shared with the
+//! read buffer, until a consumer asks for them. A 100 KB `cmd.run` output is never copied by the
+//! reader.
+
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use super::frame::split_body;
+use super::msgpack::{WalkError, Walker};
+use super::value::decode_value;
+
+/// A Salt job id: a 20-digit UTC timestamp string (`YYYYmmddHHMMSSffffff`), possibly with a
+/// `_<pid>` suffix. Not a number: it does not fit in a u64.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Jid(String);
+
+impl Jid {
+    /// Wraps a jid as received.
+    pub fn new(jid: impl Into<String>) -> Self {
+        Self(jid.into())
+    }
+    /// A fresh jid in Salt's format, from the current UTC time.
+    pub fn generate() -> Self {
+        Self(Utc::now().format("%Y%m%d%H%M%S%6f").to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Jid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A minion id, as the master knows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MinionId(String);
+
+impl MinionId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MinionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for MinionId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// A MessagePack value kept in its packed form, decoded on demand.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packed(Bytes);
+
+impl Packed {
+    /// The packed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// Decodes the value. Invalid UTF-8 in a str is kept as bytes, ext types stay `Ext`
+    /// (78 is Salt's datetime, 79 its constants), so this fails only on broken MessagePack.
+    pub fn decode(&self) -> Result<rmpv::Value, rmpv::decode::Error> {
+        decode_value(&self.0)
+    }
+    /// The value as text, if it is a str or bin (no copy when the bytes are valid UTF-8).
+    pub fn as_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let mut walker = Walker::new(&self.0);
+        walker.opt_text().ok().flatten()
+    }
+    /// True when Salt replaced the value because the event was over `max_event_size`.
+    pub fn is_trimmed(&self) -> bool {
+        self.as_text().is_some_and(|t| t == "VALUE_TRIMMED")
+    }
+}
+
+impl fmt::Debug for Packed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.decode() {
+            Ok(v) => write!(f, "{v}"),
+            Err(_) => write!(f, "<{} bad bytes>", self.0.len()),
+        }
+    }
+}
+
+/// One event from the master bus.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The tag, e.g. `salt/job/20261122190935152817/ret/minion-1`.
+    pub tag: String,
+    /// When the master fired it (`_stamp`), if present and parseable.
+    pub stamp: Option<DateTime<Utc>>,
+    /// The typed view of the tags we use.
+    pub kind: EventKind,
+    /// The whole data map, packed.
+    pub data: Packed,
+}
+
+/// What an event is, for the tags Saltpeter uses.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// `salt/job/<jid>/new`: a job was published.
+    JobNew(JobNew),
+    /// `salt/job/<jid>/ret/<minion>`: a minion returned.
+    JobReturn(JobReturn),
+    /// `salt/run/<jid>/ret`: a runner finished.
+    RunReturn(RunReturn),
+    /// `salt/auth`: a minion authenticated (or tried to).
+    Auth(Auth),
+    /// `minion_start` or `salt/minion/<id>/start`.
+    MinionStart { id: MinionId },
+    /// `salt/presence/present` (`present`) or `salt/presence/change` (`new`, `lost`).
+    Presence(Presence),
+    /// Any other tag; read [`Event::data`].
+    Other,
+}
+
+/// `salt/job/<jid>/new`.
+#[derive(Debug, Clone)]
+pub struct JobNew {
+    pub jid: Jid,
+    pub fun: String,
+    pub tgt_type: String,
+    /// The target as sent: a string, or a list for `tgt_type: list`.
+    pub tgt: Packed,
+    pub arg: Packed,
+    pub minions: Vec<MinionId>,
+    pub missing: Vec<MinionId>,
+    pub user: Option<String>,
+}
+
+/// `salt/job/<jid>/ret/<minion>`.
+#[derive(Debug, Clone)]
+pub struct JobReturn {
+    pub jid: Jid,
+    pub id: MinionId,
+    pub fun: String,
+    /// The function's return, free-form; `"VALUE_TRIMMED"` when the event was too large.
+    pub ret: Packed,
+    pub retcode: Option<i64>,
+    pub success: Option<bool>,
+    /// The outputter hint (`nested` on errors, `highstate` for states).
+    pub out: Option<String>,
+    pub fun_args: Option<Packed>,
+}
+
+impl JobReturn {
+    /// Salt's notion of a failed return: `success: false`, or a non-zero `retcode`.
+    pub fn failed(&self) -> bool {
+        self.success == Some(false) || self.retcode.is_some_and(|c| c != 0)
+    }
+}
+
+/// `salt/run/<jid>/ret`.
+#[derive(Debug, Clone)]
+pub struct RunReturn {
+    pub jid: Jid,
+    /// `runner.<name>`.
+    pub fun: String,
+    pub ret: Packed,
+    pub success: Option<bool>,
+    pub retcode: Option<i64>,
+}
+
+/// `salt/auth`.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub id: MinionId,
+    /// `accept`, `pend`, `reject`, `denied`, `full`.
+    pub act: String,
+    pub result: Option<bool>,
+}
+
+/// `salt/presence/*`.
+#[derive(Debug, Clone, Default)]
+pub struct Presence {
+    pub present: Vec<MinionId>,
+    pub new: Vec<MinionId>,
+    pub lost: Vec<MinionId>,
+}
+
+/// Why an event body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("event body has no tag end")]
+    NoTagEnd,
+    #[error("event `{tag}` has an empty or non-map data: {reason}")]
+    BadData { tag: String, reason: &'static str },
+}
+
+/// Field values of one data map, read in one pass.
+#[derive(Default)]
+struct Fields {
+    jid: Option<String>,
+    id: Option<String>,
+    fun: Option<String>,
+    tgt_type: Option<String>,
+    tgt: Option<Bytes>,
+    arg: Option<Bytes>,
+    fun_args: Option<Bytes>,
+    ret: Option<Bytes>,
+    retcode: Option<i64>,
+    success: Option<bool>,
+    result: Option<bool>,
+    out: Option<String>,
+    user: Option<String>,
+    act: Option<String>,
+    stamp: Option<String>,
+    minions: Vec<String>,
+    missing: Vec<String>,
+    present: Vec<String>,
+    new: Vec<String>,
+    lost: Vec<String>,
+}
+
+fn read_fields(data: &Bytes) -> Result<Fields, WalkError> {
+    let mut w = Walker::new(data);
+    let mut f = Fields::default();
+    let entries = w.map_len()?;
+    let owned = |s: Option<std::borrow::Cow<'_, str>>| s.map(std::borrow::Cow::into_owned);
+    for _ in 0..entries {
+        let key = match w.peek()? {
+            0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => w.raw()?,
+            _ => {
+                w.skip()?;
+                w.skip()?;
+                continue;
+            }
+        };
+        let start = w.position();
+        match key {
+            b"jid" => f.jid = owned(w.opt_text()?),
+            b"id" => f.id = owned(w.opt_text()?),
+            b"fun" => f.fun = owned(w.opt_text()?),
+            b"tgt_type" => f.tgt_type = owned(w.opt_text()?),
+            b"out" => f.out = owned(w.opt_text()?),
+            b"user" => f.user = owned(w.opt_text()?),
+            b"act" => f.act = owned(w.opt_text()?),
+            b"_stamp" => f.stamp = owned(w.opt_text()?),
+            b"retcode" => f.retcode = w.opt_int()?,
+            b"success" => f.success = w.opt_bool()?,
+            b"result" => f.result = w.opt_bool()?,
+            b"minions" => f.minions = w.text_list()?,
+            b"missing" => f.missing = w.text_list()?,
+            b"present" => f.present = w.text_list()?,
+            b"new" => f.new = w.text_list()?,
+            b"lost" => f.lost = w.text_list()?,
+            b"tgt" | b"arg" | b"fun_args" | b"return" => {
+                w.skip()?;
+                let packed = data.slice(start..w.position());
+                match key {
+                    b"tgt" => f.tgt = Some(packed),
+                    b"arg" => f.arg = Some(packed),
+                    b"fun_args" => f.fun_args = Some(packed),
+                    _ => f.ret = Some(packed),
+                }
+            }
+            _ => w.skip()?,
+        }
+    }
+    Ok(f)
+}
+
+/// `nil`, packed: the stand-in for a missing free-form field.
+fn nil() -> Bytes {
+    Bytes::from_static(&[0xc0])
+}
+
+fn ids(v: Vec<String>) -> Vec<MinionId> {
+    v.into_iter().map(MinionId).collect()
+}
+
+/// Parses `_stamp`: `2026-11-22T18:47:29.535071` (3006/3007, naive UTC) or with `+00:00` (3008).
+pub(crate) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+}
+
+impl Event {
+    /// Decodes a frame body: `tag "\n\n" msgpack(data)`. `body` is shared, not copied.
+    pub fn from_body(body: Bytes) -> Result<Self, EventError> {
+        let (tag, data_at) = split_body(&body).ok_or(EventError::NoTagEnd)?;
+        let tag = String::from_utf8_lossy(tag).into_owned();
+        let data = body.slice(data_at..);
+        let f = match read_fields(&data) {
+            Ok(f) => f,
+            Err(WalkError::Incomplete) => {
+                return Err(EventError::BadData { tag, reason: "truncated data" });
+            }
+            Err(WalkError::Malformed(reason)) => return Err(EventError::BadData { tag, reason }),
+        };
+        let stamp = f.stamp.as_deref().and_then(parse_stamp);
+        let kind = classify(&tag, f);
+        Ok(Self { tag, stamp, kind, data: Packed(data) })
+    }
+
+    /// Decodes the whole data map (see [`Packed::decode`]).
+    pub fn decode_data(&self) -> Result<rmpv::Value, rmpv::decode::Error> {
+        self.data.decode()
+    }
+}
+
+fn classify(tag: &str, f: Fields) -> EventKind {
+    let parts: Vec<&str> = tag.split('/').collect();
+    match parts.as_slice() {
+        ["salt", "job", jid, "new"] => EventKind::JobNew(JobNew {
+            jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
+            fun: f.fun.unwrap_or_default(),
+            tgt_type: f.tgt_type.unwrap_or_else(|| "glob".to_owned()),
+            tgt: Packed(f.tgt.unwrap_or_else(nil)),
+            arg: Packed(f.arg.unwrap_or_else(nil)),
+            minions: ids(f.minions),
+            missing: ids(f.missing),
+            user: f.user,
+        }),
+        // A minion id may contain `/`: everything after `ret/` is the id.
+        ["salt", "job", jid, "ret", _, ..] => {
+            let from_tag = tag.splitn(5, '/').nth(4).unwrap_or_default();
+            EventKind::JobReturn(JobReturn {
+                jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
+                id: MinionId(f.id.unwrap_or_else(|| from_tag.to_owned())),
+                fun: f.fun.unwrap_or_default(),
+                ret: Packed(f.ret.unwrap_or_else(nil)),
+                retcode: f.retcode,
+                success: f.success,
+                out: f.out,
+                fun_args: f.fun_args.map(Packed),
+            })
+        }
+        ["salt", "run", jid, "ret"] => EventKind::RunReturn(RunReturn {
+            jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
+            fun: f.fun.unwrap_or_default(),
+            ret: Packed(f.ret.unwrap_or_else(nil)),
+            success: f.success,
+            retcode: f.retcode,
+        }),
+        ["salt", "auth"] => match f.id {
+            Some(id) => EventKind::Auth(Auth {
+                id: MinionId(id),
+                act: f.act.unwrap_or_default(),
+                result: f.result,
+            }),
+            None => EventKind::Other,
+        },
+        ["minion_start"] | ["salt", "minion", _, "start"] => match f.id {
+            Some(id) => EventKind::MinionStart { id: MinionId(id) },
+            None => EventKind::Other,
+        },
+        ["salt", "presence", "present" | "change"] => EventKind::Presence(Presence {
+            present: ids(f.present),
+            new: ids(f.new),
+            lost: ids(f.lost),
+        }),
+        _ => EventKind::Other,
+    }
+}
