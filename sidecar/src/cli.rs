@@ -1,0 +1,38 @@
+//! The command line: global flags and one variant per subcommand; each subcommand's code lives in
+//! `cli/<name>.rs`.
+
+pub mod check;
+pub mod import_crontab;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "saltpeter", version, about = "Distributed cron for SaltStack fleets")]
+pub struct Cli {
+    /// The config directory: job files and saltpeter_config.
+    #[arg(short = 'c', long = "config", global = true, default_value = "/etc/saltpeter")]
+    pub config: PathBuf,
+    /// The Salt master's config file.
+    #[arg(long, global = true, default_value = "/etc/salt/master")]
+    pub salt_master_config: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config directory and show each job's next fire instants.
+    Check(check::Args),
+    /// Convert a crontab into job YAML.
+    ImportCrontab(import_crontab::Args),
+}
