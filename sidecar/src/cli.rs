@@ -1,16 +1,19 @@
-//! The command line: global flags and one subcommand per module in `cli/`.
+//! The command line: global flags and one variant per subcommand; each subcommand's code lives in
+//! `cli/<name>.rs`.
+
+pub mod check;
+pub mod import_crontab;
+pub mod salt;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub mod salt;
-
 /// Saltpeter: distributed cron for SaltStack fleets.
 #[derive(Debug, Parser)]
-#[command(name = "saltpeter", version, about)]
+#[command(name = "saltpeter", version, about = "Distributed cron for SaltStack fleets")]
 pub struct Cli {
-    /// The directory of job files.
+    /// The config directory: job files and saltpeter_config.
     #[arg(short = 'c', long = "config", global = true, default_value = "/etc/saltpeter")]
     pub config: PathBuf,
     /// The Salt master's config file (its `master.d/` is read too).
@@ -20,11 +23,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -33,6 +36,10 @@ pub enum LogFormat {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate the config directory and show each job's next fire instants.
+    Check(check::Args),
+    /// Convert a crontab into job YAML.
+    ImportCrontab(import_crontab::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.
     Salt(salt::SaltArgs),
 }

@@ -5,7 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod joblog;
 pub mod runs;
 pub mod salt;
+pub mod schedule;
+pub mod scheduler;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use saltpeter::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +14,21 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    match cli.command {
+        Some(Command::Check(args)) => saltpeter::cli::check::run(&cli.config, &args),
+        Some(Command::ImportCrontab(args)) => saltpeter::cli::import_crontab::run(&args),
+        Some(Command::Salt(args)) => {
+            block_on(saltpeter::cli::salt::run(&cli.salt_master_config, args))
+        }
+        None => {
+            eprintln!("saltpeter: the daemon is not part of this build yet; try `saltpeter check`");
+            ExitCode::from(64)
+        }
+    }
+}
+
+/// Runs an async subcommand to completion on a multi-threaded runtime.
+fn block_on(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -21,12 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Salt(args) => saltpeter::cli::salt::run(&cli.salt_master_config, args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("saltpeter: {e:#}");

@@ -1,0 +1,58 @@
+//! Where in a file a job and its keys are written, so diagnostics can name the YAML line.
+//!
+//! `serde_yaml` gives positions only for syntax errors, not for values inside a `Value` tree, so
+//! this reads the block-style layout job files use: a job name at column 0, its keys indented
+//! below. Anything it cannot place (flow style, anchors) just gets no line number.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Default)]
+pub(super) struct Lines {
+    jobs: HashMap<String, (usize, HashMap<String, usize>)>,
+}
+
+impl Lines {
+    pub(super) fn index(text: &str) -> Lines {
+        let mut jobs: HashMap<String, (usize, HashMap<String, usize>)> = HashMap::new();
+        let mut current: Option<String> = None;
+        for (n, line) in text.lines().enumerate() {
+            let number = n + 1;
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let Some(key) = key_of(trimmed) else { continue };
+            if trimmed.len() == line.len() {
+                current = Some(key.clone());
+                jobs.entry(key).or_insert((number, HashMap::new()));
+            } else if let Some(job) = &current {
+                if let Some((_, fields)) = jobs.get_mut(job) {
+                    fields.entry(key).or_insert(number);
+                }
+            }
+        }
+        Lines { jobs }
+    }
+
+    pub(super) fn job(&self, job: &str) -> Option<usize> {
+        self.jobs.get(job).map(|(line, _)| *line)
+    }
+
+    /// The line of `field` inside `job`, else the job's own line.
+    pub(super) fn field(&self, job: &str, field: &str) -> Option<usize> {
+        let (line, fields) = self.jobs.get(job)?;
+        Some(fields.get(field).copied().unwrap_or(*line))
+    }
+}
+
+/// The key of a `key: value` line, unquoted.
+fn key_of(line: &str) -> Option<String> {
+    let (key, _) = line.split_once(':')?;
+    let key = key.trim();
+    let unquoted = key
+        .strip_prefix('\'')
+        .and_then(|k| k.strip_suffix('\''))
+        .or_else(|| key.strip_prefix('"').and_then(|k| k.strip_suffix('"')))
+        .unwrap_or(key);
+    (!unquoted.is_empty() && !unquoted.starts_with('-')).then(|| unquoted.to_owned())
+}

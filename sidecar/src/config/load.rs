@@ -1,0 +1,245 @@
+//! Loading the config directory: every `*.yaml` and `*.yml` file (not recursive, in name order),
+//! reserved keys, duplicate names, and on reload the last valid definition of a broken job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde_yaml::Value;
+
+use super::job::{Context, Validator, validate};
+use super::lines::Lines;
+use super::raw::{RawJob, RawMaintenance, RawSettings};
+use super::settings::{apply_settings, maintenance};
+use super::{Diagnostic, Job, JobName, Maintenance, Report, Settings};
+
+const SETTINGS_KEY: &str = "saltpeter_config";
+const MAINTENANCE_KEY: &str = "saltpeter_maintenance";
+
+/// The configuration in effect, and what was wrong with the files it came from.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub maintenance: Maintenance,
+    pub jobs: BTreeMap<JobName, Job>,
+    pub report: Report,
+}
+
+/// Loads the directory from scratch. Fails only when the directory itself cannot be read.
+pub fn load_dir(dir: &Path, now: DateTime<Utc>) -> std::io::Result<Loaded> {
+    load(dir, None, now)
+}
+
+/// Loads the directory again; a job (or file) that became invalid keeps its previous definition.
+pub fn reload(dir: &Path, previous: &Loaded, now: DateTime<Utc>) -> std::io::Result<Loaded> {
+    load(dir, Some(previous), now)
+}
+
+struct File {
+    path: PathBuf,
+    lines: Lines,
+    map: Option<serde_yaml::Mapping>,
+}
+
+fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::Result<Loaded> {
+    let mut report = Report::default();
+    let files: Vec<File> =
+        job_files(dir)?.into_iter().map(|path| read(path, &mut report)).collect();
+
+    // Settings first: they hold the default time zone of jobs.
+    let mut settings = Settings::default();
+    let mut settings_errors = false;
+    let mut maintenance_found: Option<(Maintenance, PathBuf)> = None;
+    for file in &files {
+        let Some(map) = &file.map else { continue };
+        if let Some(block) = map.get(SETTINGS_KEY) {
+            let mut v = Validator { errors: Vec::new(), warnings: Vec::new() };
+            match serde_yaml::from_value::<RawSettings>(block.clone()) {
+                Ok(raw) => apply_settings(&mut settings, raw, &mut v),
+                Err(e) => v.errors.push((None, format!("is not a map of settings: {e}"))),
+            }
+            settings_errors |= !v.errors.is_empty();
+            push_all(&mut report, &file.path, SETTINGS_KEY, &file.lines, v);
+        }
+        if let Some(block) = map.get(MAINTENANCE_KEY) {
+            let mut v = Validator { errors: Vec::new(), warnings: Vec::new() };
+            let m = match serde_yaml::from_value::<RawMaintenance>(block.clone()) {
+                Ok(raw) => maintenance(raw, &mut v),
+                Err(e) => {
+                    v.errors.push((None, format!("is not a map: {e}")));
+                    Maintenance::default()
+                }
+            };
+            if let Some((_, earlier)) = &maintenance_found {
+                v.warnings.push((
+                    None,
+                    format!("also set in {}; this file (later by name) wins", earlier.display()),
+                ));
+            }
+            push_all(&mut report, &file.path, MAINTENANCE_KEY, &file.lines, v);
+            maintenance_found = Some((m, file.path.clone()));
+        }
+    }
+    if settings_errors {
+        if let Some(prev) = previous {
+            settings = prev.settings.clone();
+        }
+    }
+
+    // Then jobs, by name, remembering every file that defines each.
+    let mut found: BTreeMap<String, Vec<(PathBuf, Option<Job>)>> = BTreeMap::new();
+    for file in &files {
+        let Some(map) = &file.map else { continue };
+        let group =
+            file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let cx = Context { file: &file.path, group: &group, default_zone: settings.timezone, now };
+        for (key, value) in map {
+            let Some(name) = key.as_str() else {
+                let d = Diagnostic::new(
+                    &file.path,
+                    None,
+                    None,
+                    format!("the top-level key {} is not a job name", super::job::show(key)),
+                );
+                report.errors.push(d);
+                continue;
+            };
+            if name == SETTINGS_KEY || name == MAINTENANCE_KEY {
+                continue;
+            }
+            let checked = match serde_yaml::from_value::<RawJob>(value.clone()) {
+                Ok(raw) => validate(name, raw, &cx),
+                Err(_) => super::job::Checked {
+                    job: None,
+                    errors: vec![(
+                        None,
+                        format!("{} is not a map of job keys", super::job::show(value)),
+                    )],
+                    warnings: Vec::new(),
+                },
+            };
+            let v = Validator { errors: checked.errors, warnings: checked.warnings };
+            push_all(&mut report, &file.path, name, &file.lines, v);
+            found.entry(name.to_owned()).or_default().push((file.path.clone(), checked.job));
+        }
+    }
+
+    let mut jobs = BTreeMap::new();
+    let keep_previous = |name: &JobName| previous.and_then(|p| p.jobs.get(name)).cloned();
+    for (name, defs) in &found {
+        let job_name = JobName::new(name.clone());
+        if defs.len() > 1 {
+            let names: Vec<String> = defs.iter().map(|(p, _)| p.display().to_string()).collect();
+            for (path, _) in defs {
+                let line = files.iter().find(|f| f.path == *path).and_then(|f| f.lines.job(name));
+                report.errors.push(
+                    Diagnostic::new(
+                        path,
+                        Some(name),
+                        None,
+                        format!(
+                            "is defined in more than one file: {}; each name must be unique",
+                            names.join(" and ")
+                        ),
+                    )
+                    .at_line(line),
+                );
+            }
+            if let Some(job) = keep_previous(&job_name) {
+                jobs.insert(job_name, job);
+            }
+            continue;
+        }
+        match &defs[0] {
+            (_, Some(job)) => {
+                jobs.insert(job_name, job.clone());
+            }
+            (path, None) => {
+                if let Some(job) = keep_previous(&job_name) {
+                    report.warnings.push(Diagnostic::new(
+                        path,
+                        Some(name),
+                        None,
+                        "keeps its last valid definition until the errors are fixed",
+                    ));
+                    jobs.insert(job_name, job);
+                }
+            }
+        }
+    }
+    // A file that cannot be read or parsed keeps the jobs it had.
+    if let Some(prev) = previous {
+        for file in files.iter().filter(|f| f.map.is_none()) {
+            for (name, job) in prev.jobs.iter().filter(|(_, j)| j.file == file.path) {
+                if !found.contains_key(name.as_str()) {
+                    jobs.insert(name.clone(), job.clone());
+                }
+            }
+        }
+    }
+    Ok(Loaded {
+        settings,
+        maintenance: maintenance_found.map(|(m, _)| m).unwrap_or_default(),
+        jobs,
+        report,
+    })
+}
+
+fn push_all(report: &mut Report, file: &Path, job: &str, lines: &Lines, v: Validator) {
+    let diag = |(field, message): (Option<String>, String)| {
+        let line = match &field {
+            Some(f) => lines.field(job, f),
+            None => lines.job(job),
+        };
+        Diagnostic::new(file, Some(job), field.as_deref(), message).at_line(line)
+    };
+    report.errors.extend(v.errors.into_iter().map(diag));
+    report.warnings.extend(v.warnings.into_iter().map(diag));
+}
+
+fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs_err::read_dir(dir)? {
+        let path = entry?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if matches!(ext, Some("yaml" | "yml")) && !hidden && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read(path: PathBuf, report: &mut Report) -> File {
+    let text = match fs_err::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            report.errors.push(Diagnostic::new(&path, None, None, format!("cannot be read: {e}")));
+            return File { path, lines: Lines::default(), map: None };
+        }
+    };
+    let lines = Lines::index(&text);
+    let map = match serde_yaml::from_str::<Value>(&text) {
+        Ok(Value::Mapping(map)) => Some(map),
+        Ok(Value::Null) => Some(serde_yaml::Mapping::new()),
+        Ok(other) => {
+            report.errors.push(Diagnostic::new(
+                &path,
+                None,
+                None,
+                format!("is {}, not a map of job names to jobs", super::job::show(&other)),
+            ));
+            None
+        }
+        Err(e) => {
+            let line = e.location().map(|l| l.line());
+            let message = format!(
+                "is not valid YAML: {e} (hint: quote values starting with `*`, like '*/5')"
+            );
+            report.errors.push(Diagnostic::new(&path, None, None, message).at_line(line));
+            None
+        }
+    };
+    File { path, lines, map }
+}

@@ -1,0 +1,229 @@
+//! The scheduler: one task that owns the `JobTable` and the one timer. It sleeps until the
+//! earliest pending slot (or a command), then emits a `Due` for every slot that has come, on a
+//! bounded channel to the run engine.
+//!
+//! Time enters only through the injected `Clock`; everything the task decides is in `JobTable`,
+//! which is pure. Slots are tracked per job as "the next slot not yet emitted", so a wall-clock
+//! step backwards never repeats a slot, and a late wake-up (load, suspend, a step forwards) emits
+//! the slots it passed, marked with their lateness. The sleep is capped (`MAX_SLEEP`) so that a
+//! wall-clock step forwards is noticed within that time even when the next slot is far away.
+
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use table::{DEFAULT_LATE_WINDOW, JobTable};
+
+use crate::config::{Job, JobDiff, JobName};
+
+/// The longest the timer sleeps without looking at the wall clock again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Where "now" comes from: the system clock in the daemon, a fake one in tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Why a run was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its schedule came.
+    Schedule,
+    /// Someone asked for it to run now.
+    Manual,
+    /// A slot missed (sidecar down, or far too late) replayed by the job's `catch_up` policy.
+    CatchUp,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::CatchUp => "catch-up",
+        })
+    }
+}
+
+/// A job is due: the run engine takes it from here.
+#[derive(Clone, Debug)]
+pub struct Due {
+    pub job: Arc<Job>,
+    /// The slot's instant (for a manual run: when it was asked for).
+    pub scheduled: DateTime<Utc>,
+    pub trigger: Trigger,
+    /// How long after `scheduled` the scheduler emitted it (zero unless it woke late).
+    pub late_by: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SchedulerError {
+    #[error("no job named `{0}`")]
+    UnknownJob(JobName),
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Reload {
+        jobs: BTreeMap<JobName, Job>,
+        reply: oneshot::Sender<JobDiff>,
+    },
+    RunNow {
+        job: JobName,
+        reply: oneshot::Sender<Result<DateTime<Utc>, SchedulerError>>,
+    },
+    Upcoming {
+        job: JobName,
+        n: usize,
+        reply: oneshot::Sender<Result<Vec<DateTime<Utc>>, SchedulerError>>,
+    },
+}
+
+/// Talks to the scheduler task; cheap to clone. The task ends when the last handle drops.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl SchedulerHandle {
+    /// Replaces the job set; only added, removed and changed jobs are rescheduled.
+    pub async fn reload(&self, jobs: BTreeMap<JobName, Job>) -> Result<JobDiff, SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Reload { jobs, reply }).await.map_err(|_| SchedulerError::Stopped)?;
+        rx.await.map_err(|_| SchedulerError::Stopped)
+    }
+
+    /// Emits a manual `Due` for `job` at once; returns its instant.
+    pub async fn run_now(&self, job: JobName) -> Result<DateTime<Utc>, SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::RunNow { job, reply }).await.map_err(|_| SchedulerError::Stopped)?;
+        rx.await.map_err(|_| SchedulerError::Stopped)?
+    }
+
+    /// The next `n` slots of `job` (its pending slot first).
+    pub async fn upcoming(
+        &self,
+        job: JobName,
+        n: usize,
+    ) -> Result<Vec<DateTime<Utc>>, SchedulerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Upcoming { job, n, reply })
+            .await
+            .map_err(|_| SchedulerError::Stopped)?;
+        rx.await.map_err(|_| SchedulerError::Stopped)?
+    }
+}
+
+/// Starts the scheduler task on `tasks` with `table`; `Due`s go to `due`.
+pub fn spawn(
+    tasks: &TaskTracker,
+    table: JobTable,
+    clock: Arc<dyn Clock>,
+    due: mpsc::Sender<Due>,
+    cancel: CancellationToken,
+) -> SchedulerHandle {
+    let (tx, rx) = mpsc::channel(64);
+    tasks.spawn(run(table, clock, rx, due, cancel));
+    SchedulerHandle { tx }
+}
+
+async fn run(
+    mut table: JobTable,
+    clock: Arc<dyn Clock>,
+    mut inbox: mpsc::Receiver<Command>,
+    due: mpsc::Sender<Due>,
+    cancel: CancellationToken,
+) {
+    loop {
+        for d in table.take_due(clock.now()) {
+            // Backpressure from the run engine, but never past a shutdown.
+            tokio::select! {
+                sent = due.send(d) => if sent.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+        }
+        let wait = table
+            .next_deadline()
+            .map(|at| (at - clock.now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            cmd = inbox.recv() => match cmd {
+                None => return,
+                Some(cmd) => {
+                    if handle(&mut table, cmd, clock.as_ref(), &due, &cancel).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn handle(
+    table: &mut JobTable,
+    cmd: Command,
+    clock: &dyn Clock,
+    due: &mpsc::Sender<Due>,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    match cmd {
+        Command::Reload { jobs, reply } => {
+            let _ = reply.send(table.reload(&jobs, clock.now()));
+        }
+        Command::RunNow { job, reply } => match table.run_now(&job, clock.now()) {
+            None => {
+                let _ = reply.send(Err(SchedulerError::UnknownJob(job)));
+            }
+            Some(d) => {
+                let at = d.scheduled;
+                tokio::select! {
+                    sent = due.send(d) => if sent.is_err() { return Err(()) },
+                    () = cancel.cancelled() => return Err(()),
+                }
+                let _ = reply.send(Ok(at));
+            }
+        },
+        Command::Upcoming { job, n, reply } => {
+            let answer = match table.job(&job) {
+                None => Err(SchedulerError::UnknownJob(job)),
+                Some(j) => Ok(match table.next_slot(&j.name) {
+                    None => Vec::new(),
+                    Some(first) => {
+                        let mut v = vec![first];
+                        v.extend(j.schedule.upcoming(first, n.saturating_sub(1)));
+                        v.truncate(n);
+                        v
+                    }
+                }),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+    Ok(())
+}
