@@ -69,10 +69,15 @@ impl Entry<'_> {
 
 /// Appends `entry` to `<logdir>/<job>.log`, creating the directory and file as needed.
 pub fn append(logdir: &Path, job: &str, entry: &Entry<'_>) -> std::io::Result<()> {
+    append_text(logdir, job, &entry.render())
+}
+
+/// Appends already rendered entries to `<logdir>/<job>.log`.
+pub fn append_text(logdir: &Path, job: &str, text: &str) -> std::io::Result<()> {
     fs_err::create_dir_all(logdir)?;
     let path = logdir.join(format!("{job}.log"));
     let mut file = fs_err::OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(entry.render().as_bytes())
+    file.write_all(text.as_bytes())
 }
 
 /// Python's `str(datetime)` of an aware UTC instant.

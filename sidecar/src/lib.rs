@@ -4,6 +4,7 @@
 //! that tests and benchmarks can drive it. See `docs/architecture.md` for the code map.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod cli;
 pub mod config;
 pub mod joblog;

@@ -1,8 +1,162 @@
 //! The run engine: a due slot becomes a run on the right minions, and every minion's part of it
 //! ends with exactly one recorded outcome. This is the only place an outcome is decided.
 //!
-//! `minion` is the pure state machine of one minion's part (the two phases of monitoring, kill
-//! escalation); `run` aggregates minions into a run's status.
+//! - `minion`: the pure state machine of one minion's part (the two phases of monitoring, kill
+//!   escalation); `run`: a run over batches and its summary. Both are functions of inputs and
+//!   instants.
+//! - `engine`: the actor that owns every active run. It takes `Due`s from the scheduler, agent
+//!   events from the agent server, kill requests from handles, and what its Salt tasks report;
+//!   it sleeps until the earliest deadline of any run.
+//! - `dispatch`: the tasks that talk to Salt for a run (resolve the target, launch the agent,
+//!   kill through Salt). They report back to the engine through its inbox and never block it.
+//! - `record`: what a run leaves behind: store rows, the per-job log, events on the Salt bus.
 
+mod dispatch;
+mod engine;
 pub mod minion;
+mod record;
 pub mod run;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use saltpeter_protocol::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::{Registry, RunMinion};
+use crate::config::Maintenance;
+use crate::salt::SaltClient;
+use crate::scheduler::Due;
+use crate::store::StoreHandle;
+
+pub use engine::KillError;
+
+/// The engine's own settings (the daemon's, not a job's).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Per-job log files.
+    pub logdir: PathBuf,
+    /// The port agents connect to, and the host they dial unless a job says otherwise.
+    pub agent_port: u16,
+    pub default_server_host: String,
+    pub default_wrapper_path: String,
+    /// How long a targeted minion has to answer before it counts as not responding (255).
+    pub response_deadline: Duration,
+    /// Phase 1 deadline: Salt's return of the launch (254).
+    pub launch_deadline: Duration,
+    /// Phase 2: the longest silence from an agent (253).
+    pub heartbeat_timeout: Duration,
+    /// After `kill`, how long the agent has before we kill through Salt.
+    pub kill_grace: Duration,
+    /// Output kept per minion and run.
+    pub output_cap: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            logdir: "/var/log/saltpeter".into(),
+            agent_port: 8889,
+            default_server_host: "localhost".into(),
+            default_wrapper_path: "/usr/local/bin/saltpeter-agent".into(),
+            response_deadline: Duration::from_secs(10),
+            launch_deadline: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(15),
+            kill_grace: Duration::from_secs(10),
+            output_cap: 64 << 20,
+        }
+    }
+}
+
+/// What the agent server learned from an agent, already checked against its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEvent {
+    pub key: RunMinion,
+    pub kind: AgentEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEventKind {
+    /// The command started (or the agent reconnected and says so again).
+    Started {
+        pid: u32,
+    },
+    /// A heartbeat, a reconnect, any sign of life.
+    Alive,
+    /// Output, in order, each byte once.
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    Completed {
+        retcode: i32,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Talks to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct RunsHandle {
+    tx: mpsc::Sender<engine::Command>,
+}
+
+impl RunsHandle {
+    /// Hands an agent's event to the engine (waits for room: events are never dropped).
+    pub async fn agent(&self, event: AgentEvent) -> Result<(), KillError> {
+        self.tx.send(engine::Command::Agent(event)).await.map_err(|_| KillError::ShuttingDown)
+    }
+
+    /// Kills a run, or one minion of it.
+    pub async fn kill(&self, instance: &str, minion: Option<&str>) -> Result<(), KillError> {
+        let (reply, rx) = oneshot::channel();
+        let command = engine::Command::Kill {
+            instance: instance.to_owned(),
+            minion: minion.map(str::to_owned),
+            reply,
+        };
+        self.tx.send(command).await.map_err(|_| KillError::ShuttingDown)?;
+        rx.await.map_err(|_| KillError::ShuttingDown)?
+    }
+
+    /// Replaces the maintenance settings from the config files.
+    pub async fn set_maintenance(&self, maintenance: Maintenance) {
+        let _ = self.tx.send(engine::Command::Maintenance(maintenance)).await;
+    }
+
+    /// The instances of runs in flight.
+    pub async fn active(&self) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(engine::Command::Active { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// What the engine needs from the rest of the sidecar.
+pub struct Deps {
+    pub salt: Arc<SaltClient>,
+    pub store: StoreHandle,
+    pub registry: Registry,
+    pub settings: EngineSettings,
+}
+
+/// Starts the engine on `tasks`. It takes `Due`s from `due` until it is cancelled, then records
+/// the state of runs in flight (they resume after a restart) and ends.
+pub fn spawn(
+    tasks: &TaskTracker,
+    deps: Deps,
+    due: mpsc::Receiver<Due>,
+    cancel: CancellationToken,
+) -> RunsHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = RunsHandle { tx: tx.clone() };
+    let engine = engine::Engine::new(deps, tasks.clone(), tx);
+    tasks.spawn(engine.run(rx, due, cancel));
+    handle
+}

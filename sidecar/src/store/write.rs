@@ -76,6 +76,8 @@ pub enum Write {
         action: String,
         detail: String,
     },
+    /// Changes nothing: a durable barrier commits every write queued before it.
+    Barrier,
     /// Retention: deletes finished runs scheduled before `before`, and of each job all but its
     /// newest `keep_per_job` finished runs.
     Prune {
@@ -237,6 +239,7 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
                 params![ms(*at), actor, action, detail],
             )?;
         }
+        Write::Barrier => {}
         Write::Prune { before, keep_per_job } => {
             c.execute(
                 "DELETE FROM runs WHERE scheduled_at < ?1 AND status NOT IN ('pending', 'running')",

@@ -1,0 +1,214 @@
+//! The run engine's conversations with Salt, each a task that reports back through the engine's
+//! inbox: resolving a job's target (with a liveness probe), launching the agent on minions with
+//! the `SP_*` environment, and killing a run through Salt when its agent cannot be reached.
+
+use std::sync::Arc;
+
+use rmpv::Value;
+use saltpeter_protocol::{EnvVar, Token};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::Deps;
+use super::engine::Command;
+use super::minion::Input;
+use crate::config::{Job, WrapperLogLevel};
+use crate::salt::{ClientError, JobUpdate, Publish, Target, TargetType};
+
+/// The Salt target of a job.
+fn target(job: &Job) -> Result<Target, String> {
+    let kind: TargetType = job
+        .target_type
+        .as_str()
+        .parse()
+        .map_err(|_| format!("unknown target_type {}", job.target_type.as_str()))?;
+    Ok(Target::new(job.targets.clone(), kind))
+}
+
+/// Publishes `test.ping` to the job's target: the master's prediction of the minions is the
+/// target's resolution (reported at once), the answers are the liveness probe (reported at the
+/// response deadline, or when every minion answered).
+pub(super) fn resolve(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    job: &Job,
+    instance: &str,
+    inbox: mpsc::Sender<Command>,
+) {
+    let instance = instance.to_owned();
+    let target = target(job);
+    tasks.spawn(async move {
+        let target = match target {
+            Ok(t) => t,
+            Err(why) => {
+                let _ = inbox.send(Command::Resolved { instance, result: Err(why) }).await;
+                return;
+            }
+        };
+        let ping = Publish::new(target, "test.ping");
+        let mut job_run = match deps.salt.run_job(&ping, deps.settings.response_deadline).await {
+            Ok(run) => run,
+            Err(ClientError::NoMinions(_)) => {
+                let result = Err("no minion matches the target".to_owned());
+                let _ = inbox.send(Command::Resolved { instance, result }).await;
+                return;
+            }
+            Err(e) => {
+                let result = Err(format!("Salt could not resolve the target: {e}"));
+                let _ = inbox.send(Command::Resolved { instance, result }).await;
+                return;
+            }
+        };
+        let expected: Vec<String> =
+            job_run.expected().iter().map(|m| m.as_str().to_owned()).collect();
+        let _ = inbox
+            .send(Command::Resolved { instance: instance.clone(), result: Ok(expected) })
+            .await;
+        let mut answered = Vec::new();
+        let mut silent = Vec::new();
+        while let Some(update) = job_run.next().await {
+            match update {
+                JobUpdate::Return(r) => answered.push(r.id.as_str().to_owned()),
+                JobUpdate::NotReturned(missing) => {
+                    silent = missing.iter().map(|m| m.as_str().to_owned()).collect();
+                }
+                JobUpdate::BusGap | JobUpdate::Lagged(_) => {}
+            }
+        }
+        let _ = inbox.send(Command::Pinged { instance, answered, silent }).await;
+    });
+}
+
+/// The `SP_*` environment of one minion's run, plus the job's own `env`.
+fn agent_env(deps: &Deps, job: &Job, instance: &str, minion: &str, token: &Token) -> Value {
+    let settings = &deps.settings;
+    let host = job.saltpeter_server_host.as_deref().unwrap_or(&settings.default_server_host);
+    let url = format!("ws://{host}:{}/?token={}", settings.agent_port, token.as_str());
+    let mut env: Vec<(String, String)> =
+        job.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut set = |var: EnvVar, value: String| env.push((var.name().to_owned(), value));
+    set(EnvVar::WebsocketUrl, url);
+    set(EnvVar::JobName, job.name.as_str().to_owned());
+    set(EnvVar::JobInstance, instance.to_owned());
+    set(EnvVar::Command, job.command.clone());
+    set(EnvVar::MachineId, minion.to_owned());
+    set(EnvVar::Token, token.as_str().to_owned());
+    set(EnvVar::Timeout, job.timeout.map_or(0, |t| t.as_secs()).to_string());
+    set(EnvVar::AllowOverlap, job.allow_overlap.to_string());
+    if let Some(cwd) = &job.cwd {
+        set(EnvVar::Cwd, cwd.clone());
+    }
+    if let Some(user) = &job.user {
+        set(EnvVar::User, user.clone());
+    }
+    if let Some(lockfile) = &job.lockfile {
+        set(EnvVar::Lockfile, lockfile.clone());
+    }
+    if let Some(dir) = &job.wrapper_logdir {
+        set(EnvVar::LogDir, dir.clone());
+    }
+    if let Some(level) = job.wrapper_loglevel {
+        let level = match level {
+            WrapperLogLevel::Normal => "normal",
+            WrapperLogLevel::Debug => "debug",
+            WrapperLogLevel::Off => "off",
+        };
+        set(EnvVar::LogLevel, level.to_owned());
+    }
+    Value::Map(env.into_iter().map(|(k, v)| (Value::from(k), Value::from(v))).collect())
+}
+
+fn wrapper_path(deps: &Deps, job: &Job) -> String {
+    job.wrapper_path.clone().unwrap_or_else(|| deps.settings.default_wrapper_path.clone())
+}
+
+/// What a `cmd.run` return says: its code, and its output as text.
+fn launch_return(r: &crate::salt::JobReturn) -> (i32, String) {
+    let output = r.ret.as_text().map(|t| t.into_owned()).unwrap_or_default();
+    let retcode =
+        r.retcode.map_or(if r.failed() { 1 } else { 0 }, |c| i32::try_from(c).unwrap_or(255));
+    (retcode, output)
+}
+
+/// Launches the agent on each minion: one publish per minion, since each gets its own token.
+pub(super) fn launch(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    job: &Job,
+    instance: &str,
+    minions: Vec<(String, Token)>,
+    inbox: mpsc::Sender<Command>,
+) {
+    for (minion, token) in minions {
+        let publish = Publish::new(Target::list([minion.as_str()]), "cmd.run")
+            .arg(wrapper_path(&deps, job))
+            .kwarg("env", agent_env(&deps, job, instance, &minion, &token))
+            .kwarg("python_shell", false);
+        let (deps, inbox, instance) = (Arc::clone(&deps), inbox.clone(), instance.to_owned());
+        tasks.spawn(async move {
+            let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
+                Err(e) => Some(Input::LaunchReturned {
+                    retcode: 255,
+                    output: format!("Salt could not publish the launch: {e}"),
+                }),
+                Ok(mut run) => {
+                    let mut input = None;
+                    while let Some(update) = run.next().await {
+                        if let JobUpdate::Return(r) = update {
+                            let (retcode, output) = launch_return(&r);
+                            input = Some(Input::LaunchReturned { retcode, output });
+                        }
+                    }
+                    input
+                }
+            };
+            // No return: the minion's own launch deadline decides (254).
+            if let Some(input) = input {
+                let _ = inbox.send(Command::Minion { instance, minion, input }).await;
+            }
+        });
+    }
+}
+
+/// Runs `saltpeter-agent kill` on the minion: the agent there finds the run through its lock and
+/// spool directory and stops its process group.
+pub(super) fn kill_through_salt(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    job: &Job,
+    instance: &str,
+    minion: &str,
+    inbox: mpsc::Sender<Command>,
+) {
+    let publish = Publish::new(Target::list([minion]), "cmd.run")
+        .arg(format!(
+            "{} kill --job {} --instance {}",
+            wrapper_path(&deps, job),
+            job.name.as_str(),
+            instance
+        ))
+        .kwarg("python_shell", false);
+    let (instance, minion) = (instance.to_owned(), minion.to_owned());
+    tasks.spawn(async move {
+        let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
+            Err(e) => Input::SaltKillReturned {
+                confirmed: false,
+                output: format!("Salt could not publish the kill: {e}"),
+            },
+            Ok(mut run) => {
+                let mut input = Input::SaltKillReturned {
+                    confirmed: false,
+                    output: "the minion did not return the kill".to_owned(),
+                };
+                while let Some(update) = run.next().await {
+                    if let JobUpdate::Return(r) = update {
+                        let (retcode, output) = launch_return(&r);
+                        input = Input::SaltKillReturned { confirmed: retcode == 0, output };
+                    }
+                }
+                input
+            }
+        };
+        let _ = inbox.send(Command::Minion { instance, minion, input }).await;
+    });
+}

@@ -1,0 +1,543 @@
+//! The engine actor: owns every run in flight, applies inputs to their state machines, and turns
+//! the effects into work for `dispatch` (Salt), the agent registry (kills) and `record`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use rand::seq::SliceRandom as _;
+use saltpeter_protocol::{
+    JobInstance, JobName as WireJobName, KillReason, MachineId, RunKey, ServerMessage, Token,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::minion::{self, Input, Limits, StopReason};
+use super::record::{Outbox, Recorder};
+use super::run::{self, Plan, Run};
+use super::{AgentEvent, AgentEventKind, Deps, dispatch};
+use crate::agents::RunMinion;
+use crate::config::{BatchSize, Job, Maintenance};
+use crate::scheduler::{Due, Trigger};
+use crate::store::{RunStatus, Trigger as StoredTrigger};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KillError {
+    #[error("no run {0} is in flight")]
+    NotRunning(String),
+    #[error("run {instance} has no minion {minion} in flight")]
+    NoMinion { instance: String, minion: String },
+    #[error("the run engine is shutting down")]
+    ShuttingDown,
+}
+
+pub(super) enum Command {
+    Agent(AgentEvent),
+    Kill {
+        instance: String,
+        minion: Option<String>,
+        reply: oneshot::Sender<Result<(), KillError>>,
+    },
+    Maintenance(Maintenance),
+    Active {
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    /// The target resolved to these minions (the master's prediction), or failed.
+    Resolved {
+        instance: String,
+        result: Result<Vec<String>, String>,
+    },
+    /// The liveness probe ended: who answered, who did not.
+    Pinged {
+        instance: String,
+        answered: Vec<String>,
+        silent: Vec<String>,
+    },
+    /// Salt reported something about one minion (its launch, a kill through Salt).
+    Minion {
+        instance: String,
+        minion: String,
+        input: Input,
+    },
+}
+
+/// Where a run is in its life.
+enum Stage {
+    /// Waiting for the target to resolve (and, with `number_of_targets`, for the liveness probe).
+    Resolving {
+        candidates: Option<Vec<String>>,
+        killed: bool,
+    },
+    Running(Run),
+}
+
+struct Active {
+    job: Arc<Job>,
+    stage: Stage,
+    /// Next output offset of each minion.
+    offsets: HashMap<String, u64>,
+    recorder: Recorder,
+}
+
+pub(super) struct Engine {
+    deps: Arc<Deps>,
+    tasks: TaskTracker,
+    inbox: mpsc::Sender<Command>,
+    runs: HashMap<String, Active>,
+    maintenance: Maintenance,
+    outbox: Outbox,
+}
+
+impl Engine {
+    pub(super) fn new(deps: Deps, tasks: TaskTracker, inbox: mpsc::Sender<Command>) -> Self {
+        let deps = Arc::new(deps);
+        let outbox = Outbox::spawn(&tasks, &deps);
+        Engine {
+            deps,
+            tasks,
+            inbox,
+            runs: HashMap::new(),
+            maintenance: Maintenance::default(),
+            outbox,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Command>,
+        mut due: mpsc::Receiver<Due>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(command) = inbox.recv() => self.on_command(command).await,
+                Some(d) = due.recv() => {
+                    let mut batch = vec![d];
+                    while let Ok(more) = due.try_recv() {
+                        batch.push(more);
+                    }
+                    self.on_due(batch).await;
+                }
+                () = sleep => self.on_tick().await,
+            }
+        }
+        info!(
+            runs = self.runs.len(),
+            "The run engine stops; runs in flight resume after a restart."
+        );
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.runs
+            .values()
+            .filter_map(|a| match &a.stage {
+                Stage::Running(run) => run.next_deadline(),
+                Stage::Resolving { .. } => None,
+            })
+            .min()
+    }
+
+    async fn on_due(&mut self, batch: Vec<Due>) {
+        let now = Utc::now();
+        let mut started = Vec::new();
+        for due in batch {
+            let instance = self.instance_id(&due);
+            let mut recorder = Recorder::new(
+                Arc::clone(&self.deps),
+                self.outbox.clone(),
+                Arc::clone(&due.job),
+                instance.clone(),
+            );
+            let trigger = match due.trigger {
+                Trigger::Schedule => StoredTrigger::Schedule,
+                Trigger::Manual => StoredTrigger::Manual,
+                Trigger::CatchUp => StoredTrigger::CatchUp,
+            };
+            let skip = if self.maintenance.global {
+                Some("global maintenance is on".to_owned())
+            } else if !due.job.allow_overlap && self.running(&due.job) {
+                Some("the previous run of this job is still running (overlap)".to_owned())
+            } else {
+                None
+            };
+            recorder.created(due.scheduled, trigger, skip.as_deref(), now).await;
+            if let Some(why) = skip {
+                info!(job = %due.job.name, instance, why, "Run skipped.");
+                continue;
+            }
+            started.push((due, instance, recorder));
+        }
+        // Every slot is durable before anything is dispatched.
+        if let Err(e) = self.deps.store.write_durable(crate::store::Write::Barrier).await {
+            tracing::error!(error = %e, "Cannot record the due runs; they are dispatched anyway.");
+        }
+        for (due, instance, recorder) in started {
+            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), "Run starts.");
+            dispatch::resolve(
+                &self.tasks,
+                Arc::clone(&self.deps),
+                &due.job,
+                &instance,
+                self.inbox.clone(),
+            );
+            self.runs.insert(
+                instance,
+                Active {
+                    job: due.job,
+                    stage: Stage::Resolving { candidates: None, killed: false },
+                    offsets: HashMap::new(),
+                    recorder,
+                },
+            );
+        }
+    }
+
+    fn running(&self, job: &Job) -> bool {
+        self.runs.values().any(|a| a.job.name == job.name)
+    }
+
+    /// `<job>_<unix seconds of the slot>`, as the original named instances; a suffix keeps it
+    /// unique when two runs of a job share a second (manual runs).
+    fn instance_id(&self, due: &Due) -> String {
+        let base = format!("{}_{}", due.job.name.as_str(), due.scheduled.timestamp());
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.runs.contains_key(&id) {
+            n += 1;
+            id = format!("{base}.{n}");
+        }
+        if n == 1 && due.trigger == Trigger::Manual {
+            id = format!("{base}.m{}", due.scheduled.timestamp_subsec_millis());
+        }
+        id
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Agent(event) => self.on_agent(event, now).await,
+            Command::Kill { instance, minion, reply } => {
+                let _ = reply.send(self.on_kill(&instance, minion.as_deref(), now).await);
+            }
+            Command::Maintenance(m) => self.maintenance = m,
+            Command::Active { reply } => {
+                let _ = reply.send(self.runs.keys().cloned().collect());
+            }
+            Command::Resolved { instance, result } => {
+                self.on_resolved(&instance, result, now).await
+            }
+            Command::Pinged { instance, answered, silent } => {
+                self.on_pinged(&instance, answered, silent, now).await;
+            }
+            Command::Minion { instance, minion, input } => {
+                self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
+            }
+        }
+    }
+
+    async fn on_resolved(
+        &mut self,
+        instance: &str,
+        result: Result<Vec<String>, String>,
+        now: Instant,
+    ) {
+        let Some(active) = self.runs.get_mut(instance) else { return };
+        let Stage::Resolving { candidates, killed } = &mut active.stage else { return };
+        let expected = match result {
+            Ok(expected) => expected,
+            Err(why) => {
+                warn!(instance, why, "The target did not resolve.");
+                active.recorder.no_targets(&why).await;
+                self.runs.remove(instance);
+                return;
+            }
+        };
+        let (in_maintenance, rest): (Vec<String>, Vec<String>) =
+            expected.into_iter().partition(|m| self.maintenance.machines.contains(m));
+        for minion in &in_maintenance {
+            active
+                .recorder
+                .minion_skipped(minion, "maintenance", "the minion is in maintenance")
+                .await;
+        }
+        if rest.is_empty() || *killed {
+            let why = if *killed {
+                "killed before it started"
+            } else {
+                "every targeted minion is in maintenance"
+            };
+            active.recorder.no_targets(why).await;
+            self.runs.remove(instance);
+            return;
+        }
+        if active.job.number_of_targets.is_some() {
+            // A random subset of the responsive minions: wait for the liveness probe.
+            *candidates = Some(rest);
+            return;
+        }
+        let effects = start_run(active, rest, now).await;
+        self.handle(instance, effects, now).await;
+    }
+
+    async fn on_pinged(
+        &mut self,
+        instance: &str,
+        answered: Vec<String>,
+        silent: Vec<String>,
+        now: Instant,
+    ) {
+        let Some(active) = self.runs.get_mut(instance) else { return };
+        match &mut active.stage {
+            Stage::Resolving { candidates: Some(candidates), .. } => {
+                let answered: BTreeSet<&String> = answered.iter().collect();
+                let (mut responsive, silent): (Vec<String>, Vec<String>) =
+                    std::mem::take(candidates).into_iter().partition(|m| answered.contains(m));
+                for minion in &silent {
+                    active.recorder.minion_did_not_respond(minion).await;
+                }
+                responsive.shuffle(&mut rand::rng());
+                if let Some(n) = active.job.number_of_targets {
+                    responsive.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                if responsive.is_empty() {
+                    active.recorder.no_targets("no targeted minion responded").await;
+                    self.runs.remove(instance);
+                    return;
+                }
+                let effects = start_run(active, responsive, now).await;
+                self.handle(instance, effects, now).await;
+            }
+            Stage::Running(_) => {
+                for minion in silent {
+                    self.apply(
+                        instance,
+                        |run| run.on_minion(&minion, Input::Unresponsive, now),
+                        now,
+                    )
+                    .await;
+                }
+            }
+            Stage::Resolving { candidates: None, .. } => {}
+        }
+    }
+
+    async fn on_agent(&mut self, event: AgentEvent, now: Instant) {
+        let AgentEvent { key, kind } = event;
+        let Some(active) = self.runs.get_mut(&key.instance) else {
+            debug!(
+                instance = key.instance,
+                minion = key.minion,
+                "An agent event for a run not in flight."
+            );
+            return;
+        };
+        let input = match kind {
+            AgentEventKind::Started { pid } => {
+                debug!(
+                    instance = key.instance,
+                    minion = key.minion,
+                    pid,
+                    "The agent started the command."
+                );
+                active.recorder.minion_started(&key.minion).await;
+                Input::AgentStarted
+            }
+            AgentEventKind::Alive => Input::AgentAlive,
+            AgentEventKind::Output { stream, data } => {
+                let offset = active.offsets.entry(key.minion.clone()).or_default();
+                let at = *offset;
+                *offset += data.len() as u64;
+                active.recorder.output(&key.minion, at, stream, data).await;
+                Input::AgentAlive
+            }
+            AgentEventKind::Completed { retcode } => Input::AgentCompleted { retcode },
+            AgentEventKind::Error { message } => Input::AgentError { message },
+        };
+        self.apply(&key.instance, |run| run.on_minion(&key.minion, input, now), now).await;
+    }
+
+    async fn on_kill(
+        &mut self,
+        instance: &str,
+        minion: Option<&str>,
+        now: Instant,
+    ) -> Result<(), KillError> {
+        let Some(active) = self.runs.get_mut(instance) else {
+            return Err(KillError::NotRunning(instance.to_owned()));
+        };
+        info!(instance, minion, "Kill requested.");
+        let effects = match (&mut active.stage, minion) {
+            (Stage::Resolving { killed, .. }, _) => {
+                *killed = true;
+                return Ok(());
+            }
+            (Stage::Running(run), None) => run.kill(now),
+            (Stage::Running(run), Some(m)) => {
+                if !run.active().any(|a| a == m) {
+                    return Err(KillError::NoMinion {
+                        instance: instance.to_owned(),
+                        minion: m.to_owned(),
+                    });
+                }
+                run.on_minion(m, Input::Kill, now)
+            }
+        };
+        self.handle(instance, effects, now).await;
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, a)| matches!(&a.stage, Stage::Running(r) if r.next_deadline().is_some_and(|d| d <= now)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for instance in due {
+            self.apply(&instance, |run| run.on_tick(now), now).await;
+        }
+    }
+
+    /// Applies `f` to the run `instance` if it is running, then carries out the effects.
+    async fn apply(
+        &mut self,
+        instance: &str,
+        f: impl FnOnce(&mut Run) -> Vec<run::Effect>,
+        now: Instant,
+    ) {
+        let Some(Active { stage: Stage::Running(run), .. }) = self.runs.get_mut(instance) else {
+            return;
+        };
+        let effects = f(run);
+        self.handle(instance, effects, now).await;
+    }
+
+    async fn handle(&mut self, instance: &str, effects: Vec<run::Effect>, _now: Instant) {
+        let Some(active) = self.runs.get_mut(instance) else { return };
+        let mut finished = false;
+        for effect in effects {
+            match effect {
+                run::Effect::Launch(minions) => {
+                    let mut launches = Vec::with_capacity(minions.len());
+                    for minion in minions {
+                        let token = Token::new(format!("{:032x}", rand::random::<u128>()));
+                        let key = RunMinion::new(instance, &minion);
+                        self.deps.registry.expect(key, token.clone());
+                        active.recorder.minion_launched(&minion).await;
+                        launches.push((minion, token));
+                    }
+                    dispatch::launch(
+                        &self.tasks,
+                        Arc::clone(&self.deps),
+                        &active.job,
+                        instance,
+                        launches,
+                        self.inbox.clone(),
+                    );
+                }
+                run::Effect::Minion(minion, minion::Effect::SendKill(why)) => {
+                    let key = RunMinion::new(instance, &minion);
+                    let message = kill_message(&active.job, instance, &minion, why);
+                    let reason = kill_reason(why);
+                    if !self.deps.registry.kill(&key, reason, message) {
+                        debug!(instance, minion, "No agent session to take the kill now.");
+                    }
+                }
+                run::Effect::Minion(minion, minion::Effect::KillThroughSalt(why)) => {
+                    warn!(
+                        instance,
+                        minion,
+                        ?why,
+                        "The agent did not confirm the kill; killing through Salt."
+                    );
+                    dispatch::kill_through_salt(
+                        &self.tasks,
+                        Arc::clone(&self.deps),
+                        &active.job,
+                        instance,
+                        &minion,
+                        self.inbox.clone(),
+                    );
+                }
+                run::Effect::Minion(minion, minion::Effect::Finish(outcome)) => {
+                    self.deps.registry.forget(&RunMinion::new(instance, &minion));
+                    active.recorder.minion_finished(&minion, &outcome).await;
+                }
+                run::Effect::NotStarted { minions, why } => {
+                    for minion in minions {
+                        active.recorder.minion_skipped(&minion, "not_started", &why).await;
+                    }
+                }
+                run::Effect::Finished(summary) => {
+                    let status = match summary.status {
+                        run::Status::Succeeded => RunStatus::Succeeded,
+                        run::Status::Failed => RunStatus::Failed,
+                        run::Status::Killed => RunStatus::Killed,
+                    };
+                    info!(instance, status = status.as_str(), summary.reason, "Run finished.");
+                    active.recorder.finished(status, &summary).await;
+                    finished = true;
+                }
+            }
+        }
+        if finished {
+            self.runs.remove(instance);
+        }
+    }
+}
+
+/// Starts the state machine of a run over `targets`.
+async fn start_run(active: &mut Active, targets: Vec<String>, now: Instant) -> Vec<run::Effect> {
+    let job = &active.job;
+    let n = targets.len();
+    let plan = Plan {
+        batch_size: job.batch_size.map_or(0, |b| amount(b, n).max(1)),
+        max_failures: job.max_failures.map(|t| amount(t, n).max(1)),
+        batch_wait: job.batch_wait,
+        limits: Limits { timeout: job.timeout, ..active.recorder.limits() },
+    };
+    active.recorder.running(&targets).await;
+    let (run, effects) = Run::start(plan, targets, now);
+    active.stage = Stage::Running(run);
+    effects
+}
+
+/// A count or a percentage of `n`, rounded up.
+fn amount(a: BatchSize, n: usize) -> usize {
+    match a {
+        BatchSize::Count(c) => usize::try_from(c).unwrap_or(usize::MAX),
+        BatchSize::Percent(p) => (n * usize::from(p)).div_ceil(100),
+    }
+}
+
+fn kill_reason(why: StopReason) -> KillReason {
+    match why {
+        StopReason::Timeout => KillReason::Timeout,
+        StopReason::Kill => KillReason::User,
+    }
+}
+
+fn kill_message(job: &Job, instance: &str, minion: &str, why: StopReason) -> ServerMessage {
+    ServerMessage::Kill(saltpeter_protocol::Kill {
+        run: RunKey {
+            job_name: WireJobName::new(job.name.as_str()),
+            job_instance: JobInstance::new(instance),
+            machine: MachineId::new(minion),
+        },
+        timestamp: Some(saltpeter_protocol::Timestamp::now()),
+        reason: Some(kill_reason(why)),
+    })
+}
