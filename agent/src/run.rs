@@ -1,0 +1,202 @@
+//! One run from lock to result: takes the overlap lock, starts the command, drains both pipes
+//! into the outbox whatever the connection does, and stops the group on a kill or a timeout
+//! (SIGTERM, then SIGKILL 5 s later if anything of the group is left), writing each step into
+//! the output. The outcome is decided here and nowhere else.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use saltpeter_protocol::{EndReason, ExitCode, KillReason, Stream, Timestamp, utf8_boundary};
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{info, warn};
+
+use crate::child;
+use crate::env::{Overlap, RunSpec};
+use crate::lock;
+use crate::outbox::Outbox;
+use crate::rundir::{RunDir, RunInfo};
+
+/// How long a stopped group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long the pipes are still read after the shell exits, for what it left running.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+const READ_BUF: usize = 64 * 1024;
+
+/// A request to a run from the connection or from a signal.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    Kill(KillReason),
+}
+
+/// What the connection holds of a run: its outbox, and the way to stop it.
+#[derive(Clone)]
+pub struct RunLink {
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub control: mpsc::Sender<Control>,
+}
+
+pub fn lock_outbox(outbox: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
+    // A panic while holding it leaves consistent data (every update is a single step).
+    outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Sink<'a> {
+    outbox: &'a Mutex<Outbox>,
+    wake: &'a Notify,
+    failed: bool,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        if let Err(e) = lock_outbox(self.outbox).append(stream, bytes) {
+            if !self.failed {
+                warn!(error = %e, "Cannot spool output; it is read and dropped.");
+                self.failed = true;
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn note(&mut self, text: &str) {
+        info!("{}", text.trim());
+        self.write(Stream::Stderr, text.as_bytes());
+    }
+
+    fn finish(&mut self, retcode: i32, reason: EndReason) {
+        if let Err(e) = lock_outbox(self.outbox).finish(retcode, reason) {
+            warn!(error = %e, "Cannot write result.json.");
+        }
+        info!(retcode, ?reason, "Run ended.");
+        self.wake.notify_one();
+    }
+}
+
+/// Bytes held back until a character is complete, so text chunks stay text.
+#[derive(Default)]
+struct Carry(Vec<u8>);
+
+impl Carry {
+    fn take(&mut self, new: &[u8]) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.0);
+        data.extend_from_slice(new);
+        let cut = utf8_boundary(&data);
+        self.0 = data.split_off(cut);
+        data
+    }
+}
+
+pub async fn drive(
+    spec: RunSpec,
+    dir: RunDir,
+    outbox: Arc<Mutex<Outbox>>,
+    wake: Arc<Notify>,
+    mut control: mpsc::Receiver<Control>,
+) {
+    let mut sink = Sink { outbox: &outbox, wake: &wake, failed: false };
+    let _overlap_lock = match &spec.overlap {
+        Overlap::Allowed => None,
+        Overlap::Locked(path) => match lock::try_exclusive(path) {
+            Ok(held) => Some(held),
+            Err(e) => {
+                sink.note(&format!(
+                    "LOCKFILE ERROR: job {} is already running on this minion ({e}); overlap not allowed\n",
+                    spec.run.job_name
+                ));
+                sink.finish(ExitCode::StartFailed.code(), EndReason::Overlap);
+                return;
+            }
+        },
+    };
+    let mut job = match child::spawn(&spec) {
+        Ok(job) => job,
+        Err(e) => {
+            sink.note(&format!("[saltpeter-agent] cannot start the command: {e}\n"));
+            sink.finish(ExitCode::StartFailed.code(), EndReason::StartFailed);
+            return;
+        }
+    };
+    let pgid = job.pgid;
+    info!(pgid, command = %spec.command, "Command started.");
+    if let Err(e) = dir.write_info(&RunInfo {
+        job_name: spec.run.job_name.clone(),
+        job_instance: spec.run.job_instance.clone(),
+        agent_pid: std::process::id(),
+        pgid: Some(pgid),
+        started: Timestamp::now(),
+    }) {
+        warn!(error = %e, "Cannot write run.json.");
+    }
+    lock_outbox(&outbox).started(pgid);
+    wake.notify_one();
+
+    let (mut out_buf, mut err_buf) = (vec![0u8; READ_BUF], vec![0u8; READ_BUF]);
+    let (mut out_carry, mut err_carry) = (Carry::default(), Carry::default());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut status = None;
+    let mut exited_at = None;
+    let timeout_at = spec.timeout.map(|t| Instant::now() + t);
+    // Set once the group is being stopped: why, and when SIGKILL is due.
+    let mut stopping: Option<(KillReason, Instant)> = None;
+    let mut group_done = false;
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+
+    loop {
+        let pipes_open = out_open || err_open;
+        if status.is_some() && !pipes_open && (stopping.is_none() || group_done) {
+            break;
+        }
+        let stop_at = |reason| (reason, Instant::now() + KILL_GRACE);
+        tokio::select! {
+            read = job.stdout.read(&mut out_buf), if out_open => match read {
+                Ok(n) if n > 0 => sink.write(Stream::Stdout, &out_carry.take(&out_buf[..n])),
+                _ => { out_open = false; sink.write(Stream::Stdout, &out_carry.take(&[])); }
+            },
+            read = job.stderr.read(&mut err_buf), if err_open => match read {
+                Ok(n) if n > 0 => sink.write(Stream::Stderr, &err_carry.take(&err_buf[..n])),
+                _ => { err_open = false; sink.write(Stream::Stderr, &err_carry.take(&[])); }
+            },
+            exit = job.child.wait(), if status.is_none() => {
+                status = Some(exit.map_or(ExitCode::Error.code(), child::retcode));
+                exited_at = Some(Instant::now());
+            },
+            Some(Control::Kill(reason)) = control.recv(), if stopping.is_none() => {
+                let why = match reason {
+                    KillReason::User => "kill requested".to_owned(),
+                    KillReason::Timeout => "the sidecar's timeout expired".to_owned(),
+                };
+                sink.note(&format!("\n[saltpeter-agent] {why}: SIGTERM sent to process group {pgid}\n"));
+                group_done = !child::signal_group(pgid, Signal::SIGTERM);
+                stopping = Some(stop_at(reason));
+            },
+            () = sleep_until(timeout_at.unwrap_or(far)), if stopping.is_none() && status.is_none() && timeout_at.is_some() => {
+                let secs = spec.timeout.map_or(0, |t| t.as_secs());
+                sink.note(&format!("\n[saltpeter-agent] timeout of {secs}s exceeded: SIGTERM sent to process group {pgid}\n"));
+                group_done = !child::signal_group(pgid, Signal::SIGTERM);
+                stopping = Some(stop_at(KillReason::Timeout));
+            },
+            () = sleep_until(stopping.map_or(far, |s| s.1)), if stopping.is_some() && !group_done => {
+                if child::signal_group(pgid, Signal::SIGKILL) {
+                    sink.note(&format!("[saltpeter-agent] process group {pgid} still running {}s after SIGTERM: SIGKILL sent\n", KILL_GRACE.as_secs()));
+                }
+                group_done = true;
+            },
+            // What is left of a stopped group is not our child: poll it until it is gone.
+            () = sleep(Duration::from_millis(50)), if stopping.is_some() && !group_done && status.is_some() => {
+                group_done = !child::group_alive(pgid);
+            },
+            () = sleep_until(exited_at.map_or(far, |t| t + DRAIN_GRACE)), if exited_at.is_some() && pipes_open => {
+                warn!("The command exited but something it started keeps its output open; no longer reading it.");
+                (out_open, err_open) = (false, false);
+            },
+        }
+    }
+    let (retcode, reason) = match stopping {
+        Some((KillReason::User, _)) => (ExitCode::Killed.code(), EndReason::Killed),
+        Some((KillReason::Timeout, _)) => (ExitCode::Timeout.code(), EndReason::Timeout),
+        None => (status.unwrap_or(ExitCode::Error.code()), EndReason::Exited),
+    };
+    sink.finish(retcode, reason);
+}
