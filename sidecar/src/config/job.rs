@@ -206,10 +206,12 @@ pub(super) fn validate(name: &str, raw: RawJob, cx: &Context<'_>) -> Checked {
     }
     let zone = zone(&raw, cx, &mut v);
     let schedule = match <[String; 7]>::try_from(texts) {
-        Ok(texts) => match Cron::parse(texts.each_ref().map(String::as_str)) {
+        Ok(texts) => match Cron::parse_all(texts.each_ref().map(String::as_str)) {
             Ok(cron) => zone.map(|z| Schedule::new(cron, z)),
-            Err(e) => {
-                v.err(e.field.key(), e.to_string());
+            Err(errors) => {
+                for e in errors {
+                    v.err(e.field.key(), e.to_string());
+                }
                 None
             }
         },

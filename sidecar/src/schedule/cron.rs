@@ -37,16 +37,29 @@ pub struct Cron {
 impl Cron {
     /// Parses the seven fields in the original's order: sec, min, hour, dom, mon, dow, year.
     pub fn parse(fields: [&str; 7]) -> Result<Cron, FieldError> {
+        Cron::parse_all(fields).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Like `parse`, but reports every bad field (never an empty list).
+    pub fn parse_all(fields: [&str; 7]) -> Result<Cron, Vec<FieldError>> {
         let mut parsed = Vec::with_capacity(7);
+        let mut errors = Vec::new();
         for (field, text) in Field::ALL.into_iter().zip(fields) {
             if text.chars().any(char::is_whitespace) || text.is_empty() {
-                return Err(FieldError {
+                errors.push(FieldError {
                     field,
                     value: text.to_owned(),
                     reason: "must be one non-empty word without spaces".into(),
                 });
+                continue;
             }
-            parsed.push(parse::field(field, text)?);
+            match parse::field(field, text) {
+                Ok(p) => parsed.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         let full = |p: &parse::Parsed, lo: u32, hi: u32| -> Bits {
             if p.any { Bits::range(lo, hi) } else { p.values }
