@@ -39,7 +39,7 @@ pub use event::{
     RunReturn,
 };
 pub use fire::{EventFirer, FireError};
-pub use frame::{BadFrame, Desync, FrameDecoder, Framing, encode_frame};
+pub use frame::{BadEvent, BadFrame, Desync, FrameDecoder, Framing, encode_frame};
 pub use ipc::IpcError;
 pub use request::RequestError;
 pub use target::{

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -20,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::config::IpcEndpoint;
 use super::event::Event;
-use super::frame::{Decoded, FrameDecoder, Framing};
+use super::frame::{FrameDecoder, Framing};
 use super::ipc::{IpcError, IpcStream};
 
 /// Fan-out ring size: how far a consumer may fall behind before it gets `Lagged`.
@@ -193,11 +192,12 @@ impl Reader {
                 Err(e) => return e.to_string(),
             }
             loop {
-                match decoder.next() {
-                    Ok(Some(Decoded::Body(body))) => self.publish(body),
-                    Ok(Some(Decoded::Bad(bad))) => {
-                        warn!(error = %bad, "Skipped a bad event frame.")
+                match decoder.next_event() {
+                    // No subscriber is not an error: the bus keeps reading.
+                    Ok(Some(Ok(event))) => {
+                        let _ = self.tx.send(BusItem::Event(Arc::new(event)));
                     }
+                    Ok(Some(Err(bad))) => warn!(error = %bad, "Skipped a bad event."),
                     Ok(None) => break,
                     Err(desync) => return desync.to_string(),
                 }
@@ -209,16 +209,6 @@ impl Reader {
                 *l = now;
                 changed
             });
-        }
-    }
-
-    fn publish(&self, body: Bytes) {
-        match Event::from_body(body) {
-            // No subscriber is not an error: the bus keeps reading.
-            Ok(event) => {
-                let _ = self.tx.send(BusItem::Event(Arc::new(event)));
-            }
-            Err(e) => warn!(error = %e, "Skipped an undecodable event."),
         }
     }
 }

@@ -60,6 +60,15 @@ pub(crate) enum Decoded {
     Bad(BadFrame),
 }
 
+/// An event that could not be used; the decoder has already moved past it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEvent {
+    #[error(transparent)]
+    Frame(#[from] BadFrame),
+    #[error(transparent)]
+    Event(#[from] super::event::EventError),
+}
+
 /// Cuts frames out of the bytes read from one connection.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
@@ -91,6 +100,16 @@ impl FrameDecoder {
     /// Bytes received but not yet part of a whole frame.
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The next event: `Ok(None)` when more bytes are needed, `Ok(Some(Err(_)))` for a bad
+    /// frame or event that was skipped (log it and go on), `Err` when the stream is out of sync
+    /// and the connection must be dropped.
+    pub fn next_event(&mut self) -> Result<Option<Result<super::Event, BadEvent>>, Desync> {
+        Ok(self.next()?.map(|d| match d {
+            Decoded::Body(body) => super::Event::from_body(body).map_err(BadEvent::from),
+            Decoded::Bad(bad) => Err(BadEvent::from(bad)),
+        }))
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed.

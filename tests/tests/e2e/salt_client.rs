@@ -12,7 +12,7 @@ use saltpeter::salt::{
     BusItem, ClientError, Event, EventBus, EventKind, IpcEndpoint, IpcError, JobReturn, JobUpdate,
     MasterConfig, Publish, SaltClient, Subscription, Target, TargetType, from_json,
 };
-use saltpeter_tests::{Lab, LabConfig, wait_until};
+use saltpeter_tests::{Lab, LabConfig};
 use serde_json::json;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
