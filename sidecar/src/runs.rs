@@ -111,6 +111,17 @@ impl RunsHandle {
         self.tx.send(engine::Command::Agent(event)).await.map_err(|_| KillError::ShuttingDown)
     }
 
+    /// Hands an agent's result to the engine and waits until its writes are queued (a durable
+    /// barrier written after this returns commits them). False when the run is not in flight
+    /// (it ended, or this sidecar never knew it).
+    pub async fn agent_result(&self, event: AgentEvent) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(engine::Command::AgentResult { event, reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     /// Kills a run, or one minion of it.
     pub async fn kill(&self, instance: &str, minion: Option<&str>) -> Result<(), KillError> {
         let (reply, rx) = oneshot::channel();

@@ -21,7 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-pub use read::{OutputChunk, ResultRow, RunFilter, RunRow};
+pub use read::{OutputChunk, Progress, ResultRow, RunFilter, RunRow};
 pub use write::Write;
 
 /// The database file inside the state directory.
@@ -241,6 +241,16 @@ impl StoreHandle {
     ) -> Result<Vec<OutputChunk>, StoreError> {
         let (instance, minion) = (instance.to_owned(), minion.to_owned());
         self.read(move |c| read::output(c, &instance, &minion, offset, limit)).await
+    }
+
+    /// Where a minion's output stands (for an agent session that resumes).
+    pub async fn progress(
+        &self,
+        instance: &str,
+        minion: &str,
+    ) -> Result<Option<Progress>, StoreError> {
+        let (instance, minion) = (instance.to_owned(), minion.to_owned());
+        self.read(move |c| read::progress(c, &instance, &minion)).await
     }
 
     /// Runs that were pending or running when the store was last written: after a restart these

@@ -36,6 +36,11 @@ pub enum KillError {
 
 pub(super) enum Command {
     Agent(AgentEvent),
+    /// An agent's result; the reply says whether the run was in flight, once it is recorded.
+    AgentResult {
+        event: AgentEvent,
+        reply: oneshot::Sender<bool>,
+    },
     Kill {
         instance: String,
         minion: Option<String>,
@@ -77,8 +82,6 @@ enum Stage {
 struct Active {
     job: Arc<Job>,
     stage: Stage,
-    /// Next output offset of each minion.
-    offsets: HashMap<String, u64>,
     recorder: Recorder,
 }
 
@@ -197,7 +200,6 @@ impl Engine {
                 Active {
                     job: due.job,
                     stage: Stage::Resolving { candidates: None, killed: false },
-                    offsets: HashMap::new(),
                     recorder,
                 },
             );
@@ -228,6 +230,13 @@ impl Engine {
         let now = Instant::now();
         match command {
             Command::Agent(event) => self.on_agent(event, now).await,
+            Command::AgentResult { event, reply } => {
+                // The reply comes after the result's writes are queued: a durable barrier the
+                // caller writes next commits them.
+                let known = self.runs.contains_key(&event.key.instance);
+                self.on_agent(event, now).await;
+                let _ = reply.send(known);
+            }
             Command::Kill { instance, minion, reply } => {
                 let _ = reply.send(self.on_kill(&instance, minion.as_deref(), now).await);
             }
@@ -355,11 +364,8 @@ impl Engine {
                 Input::AgentStarted
             }
             AgentEventKind::Alive => Input::AgentAlive,
-            AgentEventKind::Output { stream, data } => {
-                let offset = active.offsets.entry(key.minion.clone()).or_default();
-                let at = *offset;
-                *offset += data.len() as u64;
-                active.recorder.output(&key.minion, at, stream, data).await;
+            AgentEventKind::Output { data, .. } => {
+                active.recorder.output_seen(&key.minion, &data);
                 Input::AgentAlive
             }
             AgentEventKind::Completed { retcode } => Input::AgentCompleted { retcode },
@@ -436,7 +442,7 @@ impl Engine {
                         let token = Token::new(format!("{:032x}", rand::random::<u128>()));
                         let key = RunMinion::new(instance, &minion);
                         self.deps.registry.expect(key, token.clone());
-                        active.recorder.minion_launched(&minion).await;
+                        active.recorder.minion_launched(&minion, token.as_str()).await;
                         launches.push((minion, token));
                     }
                     dispatch::launch(

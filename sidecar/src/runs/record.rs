@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rmpv::Value;
-use saltpeter_protocol::Stream as WireStream;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
@@ -22,7 +21,7 @@ use super::run::Summary;
 use super::{Deps, EngineSettings};
 use crate::config::Job;
 use crate::joblog::{self, Entry};
-use crate::store::{RunStatus, Stream, Trigger, Write};
+use crate::store::{RunStatus, Trigger, Write};
 
 /// The bytes of output an event carries at most (events over 1 MiB are trimmed by Salt).
 const EVENT_TAIL: usize = 2048;
@@ -250,40 +249,27 @@ impl Recorder {
         self.minion_finished(minion, &outcome).await;
     }
 
-    pub(super) async fn minion_launched(&mut self, minion: &str) {
+    pub(super) async fn minion_launched(&mut self, minion: &str, token: &str) {
         self.result(minion, "launching", None, "", None, None).await;
+        let write = Write::Token {
+            instance: self.instance.clone(),
+            minion: minion.to_owned(),
+            token: token.to_owned(),
+        };
+        self.write(write).await;
     }
 
     pub(super) async fn minion_started(&mut self, minion: &str) {
         self.result(minion, "running", None, "", Some(Utc::now()), None).await;
     }
 
-    pub(super) async fn output(
-        &mut self,
-        minion: &str,
-        offset: u64,
-        stream: WireStream,
-        data: Vec<u8>,
-    ) {
+    /// Output the agent session stored; kept here only as a short tail for events.
+    pub(super) fn output_seen(&mut self, minion: &str, data: &[u8]) {
         let tail = self.tails.entry(minion.to_owned()).or_default();
-        tail.extend_from_slice(&data);
+        tail.extend_from_slice(data);
         if tail.len() > EVENT_TAIL {
             tail.drain(..tail.len() - EVENT_TAIL);
         }
-        let stream = match stream {
-            WireStream::Stdout => Stream::Stdout,
-            WireStream::Stderr => Stream::Stderr,
-        };
-        let cap = self.settings().output_cap;
-        self.write(Write::Output {
-            instance: self.instance.clone(),
-            minion: minion.to_owned(),
-            offset,
-            stream,
-            data,
-            cap,
-        })
-        .await;
     }
 
     pub(super) async fn minion_finished(&mut self, minion: &str, outcome: &Outcome) {

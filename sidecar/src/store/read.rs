@@ -210,3 +210,29 @@ pub(super) fn last_slot(c: &Connection, job: &str) -> rusqlite::Result<Option<Da
     )?;
     opt_time(ms)
 }
+
+/// Where a minion's output stands: the next sequence number expected from its agent, and the
+/// bytes received so far (the next output offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub next_seq: u64,
+    pub output_bytes: u64,
+}
+
+pub(super) fn progress(
+    c: &Connection,
+    instance: &str,
+    minion: &str,
+) -> rusqlite::Result<Option<Progress>> {
+    c.query_row(
+        "SELECT next_seq, output_bytes FROM results WHERE instance = ?1 AND minion = ?2",
+        params![instance, minion],
+        |row| {
+            Ok(Progress {
+                next_seq: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                output_bytes: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+            })
+        },
+    )
+    .optional()
+}

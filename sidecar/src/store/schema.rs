@@ -70,6 +70,9 @@ const MIGRATIONS: &[&str] = &[
         action TEXT NOT NULL,
         detail TEXT NOT NULL DEFAULT ''
     );",
+    // 2: what an agent session needs to resume after a restart of the sidecar.
+    "ALTER TABLE results ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE results ADD COLUMN token TEXT;",
 ];
 
 /// The schema version this build writes.

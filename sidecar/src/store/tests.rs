@@ -26,6 +26,7 @@ fn output(instance: &str, offset: u64, data: &[u8], cap: u64) -> Write {
     Write::Output {
         instance: instance.into(),
         minion: "m1".into(),
+        seq: None,
         offset,
         stream: Stream::Stdout,
         data: data.to_vec(),

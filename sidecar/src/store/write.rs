@@ -53,10 +53,19 @@ pub enum Write {
     Output {
         instance: String,
         minion: String,
+        /// The agent's sequence number of the message, when it has one: the next one expected
+        /// is kept so a session can resume after a restart.
+        seq: Option<u64>,
         offset: u64,
         stream: Stream,
         data: Vec<u8>,
         cap: u64,
+    },
+    /// The token issued to a minion's agent for a run, so it can reconnect after a restart.
+    Token {
+        instance: String,
+        minion: String,
+        token: String,
     },
     StartMaintenance {
         scope: String,
@@ -217,8 +226,22 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
                 ],
             )?;
         }
-        Write::Output { instance, minion, offset, stream, data, cap } => {
+        Write::Output { instance, minion, seq, offset, stream, data, cap } => {
             append_output(c, instance, minion, *offset, *stream, data, *cap)?;
+            if let Some(seq) = seq {
+                let next = i64::try_from(seq.saturating_add(1)).unwrap_or(i64::MAX);
+                c.execute(
+                    "UPDATE results SET next_seq = MAX(next_seq, ?3) WHERE instance = ?1 AND minion = ?2",
+                    params![instance, minion, next],
+                )?;
+            }
+        }
+        Write::Token { instance, minion, token } => {
+            c.execute(
+                "INSERT INTO results (instance, minion, phase, token) VALUES (?1, ?2, 'launching', ?3)
+                 ON CONFLICT (instance, minion) DO UPDATE SET token = excluded.token",
+                params![instance, minion, token],
+            )?;
         }
         Write::StartMaintenance { scope, target, who, why, at, until } => {
             c.execute(

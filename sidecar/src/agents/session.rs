@@ -1,0 +1,414 @@
+//! One agent connection: authenticate the run it names by its token, then take its messages in
+//! order. Output is stored (each byte once: sequence numbers dedupe resends after a reconnect,
+//! gaps are nacked) and acknowledged only once committed, so an acknowledged byte survives a crash
+//! of the sidecar; a result is acknowledged only once the engine has recorded it. One writer task
+//! per connection; a malformed message is counted and skipped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use saltpeter_protocol::{
+    Ack, AckType, AgentMessage, Connect, HelloTarget, JobInstance, LastSeq, MachineId, Nack,
+    NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError, ServerErrorCode, ServerMessage,
+    SyncResponse, Timestamp,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{Span, debug, field, info, instrument, warn};
+
+use super::registry::RunMinion;
+use super::{Counters, Shared};
+use crate::runs::{AgentEvent, AgentEventKind};
+use crate::store::{Stream, Write};
+
+/// A connection that sends nothing (not even a heartbeat) for this long is closed.
+const SILENCE: Duration = Duration::from_secs(60);
+/// Outbound messages queued per connection.
+const OUTBOUND: usize = 256;
+
+/// What this connection knows of one run it carries.
+struct RunState {
+    key: RunMinion,
+    job_name: String,
+    /// The next sequence number expected from the agent.
+    expected: u64,
+    /// The next output offset.
+    offset: u64,
+    /// The highest sequence stored but not yet acknowledged.
+    unacked: Option<u64>,
+}
+
+#[instrument(skip_all, fields(peer = %peer, minion = field::Empty, run = field::Empty))]
+pub(super) async fn serve(
+    ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    url_token: Option<String>,
+    shared: Arc<Shared>,
+) {
+    let (mut sink, stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<ServerMessage>(OUTBOUND);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if sink.send(Message::text(message.encode())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut stream = stream.peekable();
+    let mut session = Session { shared, tx, url_token, runs: HashMap::new() };
+    let mut since_flush = 0u32;
+    loop {
+        let frame = match tokio::time::timeout(SILENCE, stream.next()).await {
+            Err(_) => {
+                warn!("The agent went silent; closing its connection.");
+                break;
+            }
+            Ok(None | Some(Err(_))) => break,
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let keep = match frame {
+            Message::Text(text) => session.on_text(text.as_str()).await,
+            Message::Binary(_) => {
+                session.shared.counters.bad("a binary frame");
+                true
+            }
+            Message::Close(_) => false,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
+        };
+        if !keep {
+            break;
+        }
+        // Acknowledge once no further frame is waiting (one commit covers a burst), and at least
+        // every 64 frames.
+        since_flush += 1;
+        let more_ready = std::pin::Pin::new(&mut stream).peek().now_or_never().is_some();
+        if !more_ready || since_flush >= 64 {
+            session.flush_acks().await;
+            since_flush = 0;
+        }
+    }
+    session.flush_acks().await;
+    session.close();
+    drop(session);
+    let _ = writer.await;
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<ServerMessage>,
+    url_token: Option<String>,
+    /// Runs authenticated on this connection, by instance.
+    runs: HashMap<String, RunState>,
+}
+
+fn ack(ack_type: AckType, seq: Option<u64>, instance: &str) -> ServerMessage {
+    ServerMessage::Ack(Ack {
+        ack_type,
+        seq: seq.map(Seq),
+        job_name: None,
+        job_instance: Some(JobInstance::new(instance)),
+        machine: None,
+        protocol: None,
+        timestamp: Some(Timestamp::now()),
+    })
+}
+
+fn error(code: ServerErrorCode, message: &str, instance: Option<&str>) -> ServerMessage {
+    ServerMessage::Error(ServerError {
+        code: Some(code),
+        message: Some(message.to_owned()),
+        job_instance: instance.map(JobInstance::new),
+        timestamp: Some(Timestamp::now()),
+    })
+}
+
+impl Session {
+    async fn send(&self, message: ServerMessage) {
+        let _ = self.tx.send(message).await;
+    }
+
+    /// Handles one text frame; false closes the connection.
+    async fn on_text(&mut self, text: &str) -> bool {
+        let message = match AgentMessage::decode(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.shared.counters.bad(&e.to_string());
+                return true;
+            }
+        };
+        match message {
+            AgentMessage::Connect(c) => return self.on_connect(c).await,
+            AgentMessage::Start(s) => {
+                if self.known(&s.run) {
+                    self.event(&s.run, AgentEventKind::Started { pid: s.pid }).await;
+                    self.send(ack(AckType::Start, None, s.run.job_instance.as_str())).await;
+                }
+            }
+            AgentMessage::Heartbeat(h) => {
+                if self.known(&h.run) {
+                    self.event(&h.run, AgentEventKind::Alive).await;
+                }
+            }
+            AgentMessage::Output(o) => {
+                if !self.known(&o.run) {
+                    return true;
+                }
+                let Some(bytes) = o.payload().to_bytes() else {
+                    self.shared.counters.bad("output that is not valid base64");
+                    return true;
+                };
+                if self.in_order(&o.run, o.seq.0).await {
+                    self.store_output(&o.run, o.seq.0, o.stream, bytes).await;
+                }
+            }
+            AgentMessage::Complete(c) => {
+                if !self.known(&c.run) {
+                    return true;
+                }
+                let seq = c.seq.map(|s| s.0);
+                let fresh = match seq {
+                    Some(seq) => self.in_order(&c.run, seq).await,
+                    None => true,
+                };
+                if fresh {
+                    self.flush_acks().await;
+                    let event = AgentEvent {
+                        key: key_of(&c.run),
+                        kind: AgentEventKind::Completed { retcode: c.retcode },
+                    };
+                    let known = self.shared.runs.agent_result(event).await;
+                    if let Err(e) = self.shared.store.write_durable(Write::Barrier).await {
+                        warn!(error = %e, "The result could not be committed; the agent will resend it.");
+                        return true;
+                    }
+                    if let Some(state) = self.runs.get_mut(c.run.job_instance.as_str())
+                        && let Some(seq) = seq
+                    {
+                        state.expected = seq + 1;
+                    }
+                    if !known {
+                        let message = "this run is not in flight on the server (it ended or the server lost it)";
+                        self.send(error(
+                            ServerErrorCode::JobNotFound,
+                            message,
+                            Some(c.run.job_instance.as_str()),
+                        ))
+                        .await;
+                        return true;
+                    }
+                }
+                // Duplicates are acknowledged again: the agent may have missed the first ack.
+                self.send(ack(AckType::Complete, seq, c.run.job_instance.as_str())).await;
+            }
+            AgentMessage::Error(e) => {
+                if self.known(&e.run) {
+                    self.event(&e.run, AgentEventKind::Error { message: e.error }).await;
+                }
+            }
+            AgentMessage::SyncRequest(q) => {
+                if let Some(state) = self.runs.get(q.run.job_instance.as_str()) {
+                    let last_seq = LastSeq(state.expected.checked_sub(1).map(Seq));
+                    let response = SyncResponse {
+                        last_seq,
+                        job_instance: Some(q.run.job_instance.clone()),
+                        timestamp: Some(Timestamp::now()),
+                    };
+                    self.send(ServerMessage::SyncResponse(response)).await;
+                }
+            }
+            AgentMessage::Killed(k) => {
+                if self.known(&k.run) {
+                    self.event(&k.run, AgentEventKind::Alive).await;
+                }
+            }
+            AgentMessage::Armed(_) => {}
+        }
+        true
+    }
+
+    async fn on_connect(&mut self, c: Connect) -> bool {
+        let HelloTarget::Run { job_name, job_instance } = &c.target else {
+            let message = "coalesced dispatch is not served by this sidecar yet";
+            self.send(error(ServerErrorCode::JobNotFound, message, None)).await;
+            return false;
+        };
+        let key = RunMinion::new(job_instance.as_str(), c.machine.as_str());
+        let token =
+            c.token.as_ref().map(|t| t.as_str()).or(self.url_token.as_deref()).unwrap_or("");
+        if !self.shared.registry.token_ok(&key, token) {
+            self.shared.counters.rejected();
+            warn!(
+                run = key.instance,
+                minion = key.minion,
+                "An agent connected with a token that does not match its run; rejected."
+            );
+            self.send(error(
+                ServerErrorCode::Unauthorized,
+                "the token does not match this run and minion",
+                Some(job_instance.as_str()),
+            ))
+            .await;
+            return false;
+        }
+        Span::current().record("minion", key.minion.as_str()).record("run", key.instance.as_str());
+        let progress = self
+            .shared
+            .store
+            .progress(&key.instance, &key.minion)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let pending_kill = self.shared.registry.attach(key.clone(), self.tx.clone());
+        info!(
+            protocol = c.protocol.unwrap_or(0),
+            version = c.agent_version.as_deref().unwrap_or("original"),
+            "Agent connected."
+        );
+        self.runs.insert(
+            key.instance.clone(),
+            RunState {
+                key: key.clone(),
+                job_name: job_name.as_str().to_owned(),
+                expected: progress.next_seq,
+                offset: progress.output_bytes,
+                unacked: None,
+            },
+        );
+        let mut connect_ack = ack(AckType::Connect, None, &key.instance);
+        if let ServerMessage::Ack(a) = &mut connect_ack {
+            a.protocol = Some(PROTOCOL_VERSION);
+        }
+        self.send(connect_ack).await;
+        let run = RunKey {
+            job_name: job_name.clone(),
+            job_instance: job_instance.clone(),
+            machine: MachineId::new(&key.minion),
+        };
+        self.event(&run, AgentEventKind::Alive).await;
+        if let Some(reason) = pending_kill {
+            let kill = saltpeter_protocol::Kill {
+                run,
+                timestamp: Some(Timestamp::now()),
+                reason: Some(reason),
+            };
+            self.send(ServerMessage::Kill(kill)).await;
+        }
+        true
+    }
+
+    /// Whether `run` was authenticated on this connection (messages for others are dropped).
+    fn known(&self, run: &RunKey) -> bool {
+        let known = self
+            .runs
+            .get(run.job_instance.as_str())
+            .is_some_and(|s| s.key.minion == run.machine.as_str());
+        if !known {
+            debug!(run = %run, "A message for a run this connection did not authenticate; ignored.");
+        }
+        known
+    }
+
+    /// True when `seq` is the next expected; a duplicate is re-acknowledged, a gap is nacked.
+    async fn in_order(&mut self, run: &RunKey, seq: u64) -> bool {
+        let Some(state) = self.runs.get(run.job_instance.as_str()) else { return false };
+        let (expected, instance) = (state.expected, state.key.instance.clone());
+        if seq == expected {
+            return true;
+        }
+        if seq < expected {
+            self.send(ack(AckType::Output, Some(expected - 1), &instance)).await;
+        } else {
+            let nack = Nack {
+                nack_type: NackType::OutOfOrder,
+                expected_seq: Seq(expected),
+                received_seq: Some(Seq(seq)),
+                job_instance: Some(JobInstance::new(&instance)),
+                timestamp: Some(Timestamp::now()),
+            };
+            self.send(ServerMessage::Nack(nack)).await;
+        }
+        false
+    }
+
+    async fn store_output(
+        &mut self,
+        run: &RunKey,
+        seq: u64,
+        stream: saltpeter_protocol::Stream,
+        bytes: Vec<u8>,
+    ) {
+        let cap = self.shared.output_cap;
+        let Some(state) = self.runs.get_mut(run.job_instance.as_str()) else { return };
+        let offset = state.offset;
+        state.offset += bytes.len() as u64;
+        state.expected = seq + 1;
+        state.unacked = Some(seq);
+        let stream_kind = match stream {
+            saltpeter_protocol::Stream::Stdout => Stream::Stdout,
+            saltpeter_protocol::Stream::Stderr => Stream::Stderr,
+        };
+        let write = Write::Output {
+            instance: state.key.instance.clone(),
+            minion: state.key.minion.clone(),
+            seq: Some(seq),
+            offset,
+            stream: stream_kind,
+            data: bytes.clone(),
+            cap,
+        };
+        let _ = self.shared.store.write(write).await;
+        self.event(run, AgentEventKind::Output { stream, data: bytes }).await;
+    }
+
+    /// Commits what was stored and acknowledges it.
+    async fn flush_acks(&mut self) {
+        let pending: Vec<(String, u64)> = self
+            .runs
+            .values_mut()
+            .filter_map(|s| s.unacked.take().map(|q| (s.key.instance.clone(), q)))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.store.write_durable(Write::Barrier).await {
+            warn!(error = %e, "Output could not be committed; the agent will resend it.");
+            return;
+        }
+        for (instance, seq) in pending {
+            self.send(ack(AckType::Output, Some(seq), &instance)).await;
+        }
+    }
+
+    async fn event(&self, run: &RunKey, kind: AgentEventKind) {
+        let _ = self.shared.runs.agent(AgentEvent { key: key_of(run), kind }).await;
+    }
+
+    fn close(&self) {
+        for state in self.runs.values() {
+            self.shared.registry.detach(&state.key, &self.tx);
+            debug!(job = state.job_name, "Agent session closed.");
+        }
+    }
+}
+
+fn key_of(run: &RunKey) -> RunMinion {
+    RunMinion::new(run.job_instance.as_str(), run.machine.as_str())
+}
+
+impl Counters {
+    fn bad(&self, what: &str) {
+        self.bad_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        warn!(what, "A malformed message from an agent; skipped.");
+    }
+
+    fn rejected(&self) {
+        self.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
