@@ -4,6 +4,7 @@
 pub mod check;
 pub mod import_crontab;
 pub mod salt;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub serve: serve::Args,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod joblog;
 pub mod runs;
 pub mod salt;

@@ -20,10 +20,7 @@ fn main() -> ExitCode {
         Some(Command::Salt(args)) => {
             block_on(saltpeter::cli::salt::run(&cli.salt_master_config, args))
         }
-        None => {
-            eprintln!("saltpeter: the daemon is not part of this build yet; try `saltpeter check`");
-            ExitCode::from(64)
-        }
+        None => block_on(saltpeter::cli::serve::run(cli.config, cli.salt_master_config, cli.serve)),
     }
 }
 

@@ -1,0 +1,74 @@
+//! `saltpeter` (no subcommand): the daemon, with the original's flags where they still mean
+//! something. Every flag can also come from a `SALTPETER_*` environment variable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+
+use crate::daemon::{self, Options};
+
+/// The daemon's flags.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    /// Where runs are recorded (SQLite).
+    #[arg(long, env = "SALTPETER_STATE_DIR", default_value = "/var/lib/saltpeter")]
+    pub state_dir: PathBuf,
+    /// Per-job log files (`logdir` in saltpeter_config).
+    #[arg(short = 'l', long, env = "SALTPETER_LOGDIR")]
+    pub logdir: Option<PathBuf>,
+    /// The port agents connect to (`machines_ws_port`, 8889).
+    #[arg(short = 'w', long = "websocket-port", env = "SALTPETER_WEBSOCKET_PORT")]
+    pub websocket_port: Option<u16>,
+    /// The address agents connect to (`machines_ws_bind_addr`).
+    #[arg(long = "websocket-bind", env = "SALTPETER_WEBSOCKET_BIND")]
+    pub websocket_bind: Option<String>,
+    /// The host agents dial back to (`default_saltpeter_server_host`).
+    #[arg(long = "websocket-host", env = "SALTPETER_WEBSOCKET_HOST")]
+    pub websocket_host: Option<String>,
+    /// The agent's path on the minions (`default_wrapper_path`).
+    #[arg(long = "wrapper-path", env = "SALTPETER_WRAPPER_PATH")]
+    pub wrapper_path: Option<String>,
+    /// Seconds a targeted minion has to answer before it counts as not responding (255).
+    #[arg(long, env = "SALTPETER_RESPONSE_DEADLINE", default_value_t = 10)]
+    pub response_deadline: u64,
+    /// Seconds of silence from an agent before its run counts as lost (253).
+    #[arg(long, env = "SALTPETER_HEARTBEAT_TIMEOUT", default_value_t = 15)]
+    pub heartbeat_timeout: u64,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(
+    config_dir: PathBuf,
+    master_config: PathBuf,
+    args: Args,
+) -> anyhow::Result<ExitCode> {
+    let options = Options {
+        config_dir,
+        master_config,
+        state_dir: args.state_dir,
+        logdir: args.logdir,
+        agent_port: args.websocket_port,
+        agent_bind: args.websocket_bind,
+        websocket_host: args.websocket_host,
+        wrapper_path: args.wrapper_path,
+        response_deadline: Duration::from_secs(args.response_deadline),
+        heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    daemon::run(options, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
