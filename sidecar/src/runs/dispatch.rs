@@ -140,10 +140,12 @@ pub(super) fn launch(
     inbox: mpsc::Sender<Command>,
 ) {
     for (minion, token) in minions {
+        // Through the shell, so a missing agent is 127 and one that is not executable 126, as
+        // the original documented; the path is quoted and the job travels in the environment.
         let publish = Publish::new(Target::list([minion.as_str()]), "cmd.run")
-            .arg(wrapper_path(&deps, job))
+            .arg(shell_quote(&wrapper_path(&deps, job)))
             .kwarg("env", agent_env(&deps, job, instance, &minion, &token))
-            .kwarg("python_shell", false);
+            .kwarg("python_shell", true);
         let (deps, inbox, instance) = (Arc::clone(&deps), inbox.clone(), instance.to_owned());
         tasks.spawn(async move {
             let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
@@ -211,4 +213,18 @@ pub(super) fn kill_through_salt(
         };
         let _ = inbox.send(Command::Minion { instance, minion, input }).await;
     });
+}
+
+/// `word` as one word for /bin/sh.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote_keeps_one_word() {
+        assert_eq!(super::shell_quote("/usr/bin/a b"), "'/usr/bin/a b'");
+        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
+    }
 }

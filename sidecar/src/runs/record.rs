@@ -29,16 +29,42 @@ const EVENT_TAIL: usize = 2048;
 /// Ordered queues to the log-file writer and the event firer.
 #[derive(Clone)]
 pub(super) struct Outbox {
-    joblog: mpsc::Sender<(String, String)>,
+    joblog: mpsc::Sender<LogItem>,
     events: mpsc::Sender<(String, Value)>,
+}
+
+/// One entry for a job's log file.
+enum LogItem {
+    Text {
+        job: String,
+        text: String,
+    },
+    /// A minion's result, logged with its whole stored output, read once the writes queued
+    /// before it are committed.
+    MinionResult {
+        job: String,
+        instance: String,
+        minion: String,
+        at: DateTime<Utc>,
+        code: i32,
+        detail: String,
+    },
 }
 
 impl Outbox {
     pub(super) fn spawn(tasks: &TaskTracker, deps: &Arc<Deps>) -> Outbox {
-        let (joblog, mut lines) = mpsc::channel::<(String, String)>(4096);
-        let logdir = deps.settings.logdir.clone();
-        tasks.spawn_blocking(move || {
-            while let Some((job, text)) = lines.blocking_recv() {
+        let (joblog, mut items) = mpsc::channel::<LogItem>(4096);
+        let log_deps = Arc::clone(deps);
+        tasks.spawn(async move {
+            let logdir = log_deps.settings.logdir.clone();
+            while let Some(item) = items.recv().await {
+                let (job, text) = match item {
+                    LogItem::Text { job, text } => (job, text),
+                    LogItem::MinionResult { job, instance, minion, at, code, detail } => {
+                        let text = minion_entry(&log_deps, &instance, &minion, at, code, detail).await;
+                        (job, text)
+                    }
+                };
                 if let Err(e) = joblog::append_text(&logdir, &job, &text) {
                     error!(job, logdir = %logdir.display(), error = %e, "Cannot write the job's log file.");
                 }
@@ -55,6 +81,25 @@ impl Outbox {
         });
         Outbox { joblog, events }
     }
+}
+
+/// The log entry of a minion's result with its stored output (or, without output, the detail).
+async fn minion_entry(
+    deps: &Deps,
+    instance: &str,
+    minion: &str,
+    at: DateTime<Utc>,
+    code: i32,
+    detail: String,
+) -> String {
+    let _ = deps.store.write_durable(Write::Barrier).await;
+    let chunks =
+        deps.store.output(instance, minion, 0, deps.settings.output_cap).await.unwrap_or_default();
+    let mut text: String = chunks.iter().map(|c| String::from_utf8_lossy(&c.data)).collect();
+    if text.is_empty() {
+        text = detail;
+    }
+    Entry::MinionResult { instance, minion, at, code, output: &text }.render()
 }
 
 /// Records one run. Owned by the engine's entry for the run.
@@ -118,7 +163,8 @@ impl Recorder {
     }
 
     async fn log(&self, entry: Entry<'_>) {
-        let _ = self.outbox.joblog.send((self.job.name.as_str().to_owned(), entry.render())).await;
+        let item = LogItem::Text { job: self.job.name.as_str().to_owned(), text: entry.render() };
+        let _ = self.outbox.joblog.send(item).await;
     }
 
     async fn event(&self, suffix: &str, mut pairs: Vec<(&str, Value)>) {
@@ -278,37 +324,15 @@ impl Recorder {
         self.result(minion, "done", Some(outcome.retcode), &outcome.detail, None, Some(now)).await;
         let tail = self.tails.remove(minion).unwrap_or_default();
         let tail = String::from_utf8_lossy(&tail).into_owned();
-        // The log gets the whole stored output; read it after the queued writes landed.
-        let (deps, outbox, job, instance, minion_id, detail, code) = (
-            Arc::clone(&self.deps),
-            self.outbox.clone(),
-            self.job.name.as_str().to_owned(),
-            self.instance.clone(),
-            minion.to_owned(),
-            outcome.detail.clone(),
-            outcome.retcode,
-        );
-        tokio::spawn(async move {
-            let _ = deps.store.write_durable(Write::Barrier).await;
-            let chunks = deps
-                .store
-                .output(&instance, &minion_id, 0, deps.settings.output_cap)
-                .await
-                .unwrap_or_default();
-            let mut text: String =
-                chunks.iter().map(|c| String::from_utf8_lossy(&c.data)).collect();
-            if text.is_empty() {
-                text = detail;
-            }
-            let entry = Entry::MinionResult {
-                instance: &instance,
-                minion: &minion_id,
-                at: now,
-                code,
-                output: &text,
-            };
-            let _ = outbox.joblog.send((job, entry.render())).await;
-        });
+        let item = LogItem::MinionResult {
+            job: self.job.name.as_str().to_owned(),
+            instance: self.instance.clone(),
+            minion: minion.to_owned(),
+            at: now,
+            code: outcome.retcode,
+            detail: outcome.detail.clone(),
+        };
+        let _ = self.outbox.joblog.send(item).await;
         self.event(
             &format!("minion/{minion}/done"),
             vec![
