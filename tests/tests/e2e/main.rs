@@ -1,0 +1,5 @@
+//! The one end-to-end test binary: every area adds its module here. All tests of this binary
+//! share one Salt lab (`Lab::shared()`), started on first use and torn down when the binary exits;
+//! tests that stop the master or a minion start their own with `Lab::start`.
+
+mod lab_smoke;
