@@ -137,7 +137,16 @@ fn a_dedicated_lab_survives_a_master_and_a_minion_restart() {
     assert_eq!(salt_json(&lab, &["minion-1", "test.ping"]), pong);
 
     lab.stop_minion("minion-1");
-    let missing = lab.salt(&["--out=json", "--static", "-t", "2", "minion-1", "test.ping"]);
+    let missing = lab.salt(&[
+        "--out=json",
+        "--static",
+        "-t",
+        "2",
+        "--gather-job-timeout",
+        "2",
+        "minion-1",
+        "test.ping",
+    ]);
     assert!(
         !missing.status.success(),
         "a stopped minion answered: {}",
