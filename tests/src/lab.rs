@@ -187,7 +187,7 @@ impl Drop for Lab {
             .arg("down")
             .arg("--dir")
             .arg(&self.dir)
-            .args(["--grace", "5", "--purge"])
+            .args(["--grace", "1", "--purge"])
             .output();
         match down {
             Ok(out) if out.status.success() => {}
