@@ -4,4 +4,7 @@
 //! that tests and benchmarks can drive it. See `docs/architecture.md` for the code map.
 #![forbid(unsafe_code)]
 
+pub mod joblog;
+pub mod runs;
 pub mod salt;
+pub mod store;
