@@ -1,3 +1,7 @@
-//! The one end-to-end test binary: one module per area.
+//! The one end-to-end test binary: every area adds its module here. All tests of this binary
+//! share one Salt lab (`Lab::shared()`), started on first use and torn down when the binary exits;
+//! tests that stop the master or a minion start their own with `Lab::start`.
 
 mod cron_differential;
+mod lab_smoke;
+mod salt_client;

@@ -1,0 +1,52 @@
+//! The workspace's binaries for tests of another package. `env!("CARGO_BIN_EXE_..")` only works
+//! inside a binary's own package, so we build it with cargo (once per test process, a no-op when
+//! it is fresh) into the target directory this test binary was built in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The package that holds each binary of the workspace.
+fn package_of(bin: &str) -> &str {
+    match bin {
+        "saltpeter" => "saltpeter",
+        "saltpeter-agent" => "saltpeter-agent",
+        other => other,
+    }
+}
+
+/// `<target>/<profile>`: test binaries live in its `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary under <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of the workspace binary `name` (e.g. `saltpeter`, `saltpeter-agent`), built with
+/// `cargo build -p <package> --bin <name>` the first time it is asked for in this process.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let profile = profile_dir();
+    let target = profile.parent().expect("a target directory above the profile directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package_of(name), "--bin", name])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(crate::repo_root());
+    if profile.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+    assert!(status.success(), "cargo build of binary {name} failed ({status})");
+    let path = profile.join(name);
+    assert!(path.is_file(), "cargo built {name} but {} does not exist", path.display());
+    built.insert(name.to_owned(), path.clone());
+    path
+}
