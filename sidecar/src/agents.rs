@@ -72,6 +72,8 @@ pub async fn serve(
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
             let mut url_token = None;
+            // The error type is tungstenite's; it is only built when a handshake is refused.
+            #[allow(clippy::result_large_err)]
             let capture = |request: &Request, response: Response| {
                 url_token = request.uri().query().and_then(token_from_query);
                 Ok(response)

@@ -89,6 +89,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let agent_addr: SocketAddr =
         listener.local_addr().context("read the agent listener's address")?;
 
+    // Agents dial the port actually bound (`-w 0` picks a free one).
+    let engine_settings = EngineSettings { agent_port: agent_addr.port(), ..engine_settings };
     let registry = Registry::default();
     let (due_tx, due_rx) = mpsc::channel(16_384);
     let output_cap = engine_settings.output_cap;

@@ -5,9 +5,11 @@
 mod bins;
 mod lab;
 mod paths;
+mod sidecar;
 mod wait;
 
 pub use bins::bin;
 pub use lab::{Lab, LabConfig};
 pub use paths::{repo_root, venv_python};
+pub use sidecar::{MinionResult, RunRecord, Sidecar};
 pub use wait::wait_until;

@@ -76,7 +76,7 @@ enum Stage {
         candidates: Option<Vec<String>>,
         killed: bool,
     },
-    Running(Run),
+    Running(Box<Run>),
 }
 
 struct Active {
@@ -517,7 +517,7 @@ async fn start_run(active: &mut Active, targets: Vec<String>, now: Instant) -> V
     };
     active.recorder.running(&targets).await;
     let (run, effects) = Run::start(plan, targets, now);
-    active.stage = Stage::Running(run);
+    active.stage = Stage::Running(Box::new(run));
     effects
 }
 

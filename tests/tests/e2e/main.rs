@@ -4,4 +4,5 @@
 
 mod cron_differential;
 mod lab_smoke;
+mod runs;
 mod salt_client;

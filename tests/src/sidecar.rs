@@ -1,0 +1,165 @@
+//! A real `saltpeter` daemon for a test: its own config directory (the jobs the test gives, and
+//! settings pointing at the lab and at the workspace's agent), state directory and agent port.
+//! Killed on drop. Its run store is read with SQLite, read-only, as an operator would.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::{Lab, bin, wait_until};
+
+/// One minion's result of a run, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinionResult {
+    pub minion: String,
+    pub phase: String,
+    pub retcode: Option<i32>,
+    pub reason: String,
+    pub output: String,
+}
+
+/// A run as stored, with its minions' results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub instance: String,
+    pub job: String,
+    pub status: String,
+    pub reason: String,
+    pub results: Vec<MinionResult>,
+}
+
+pub struct Sidecar {
+    child: Child,
+    pub dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub logdir: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts the daemon against `lab` with `jobs` (YAML: a map of job name to job).
+    pub fn start(lab: &Lab, jobs: &str) -> Sidecar {
+        Self::start_with(lab, jobs, &[])
+    }
+
+    /// The same, with extra command-line flags.
+    pub fn start_with(lab: &Lab, jobs: &str, flags: &[&str]) -> Sidecar {
+        let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
+        let config_dir = dir.join("conf");
+        let state_dir = dir.join("state");
+        let logdir = dir.join("logs");
+        fs_err::create_dir_all(&config_dir).expect("create the config dir");
+        let agent = bin("saltpeter-agent");
+        let settings = format!(
+            "saltpeter_config:\n  logdir: {}\n  machines_ws_bind_addr: 127.0.0.1\n  default_saltpeter_server_host: 127.0.0.1\n  default_wrapper_path: {}\n",
+            logdir.display(),
+            agent.display()
+        );
+        fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
+        fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
+        let log_file = dir.join("sidecar.log");
+        let log = fs_err::File::create(&log_file).expect("create the sidecar log");
+        let child = Command::new(bin("saltpeter"))
+            .arg("-c")
+            .arg(&config_dir)
+            .arg("--salt-master-config")
+            .arg(&lab.master_config)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["-w", "0", "--response-deadline", "5"])
+            .args(flags)
+            .env("RUST_LOG", "info,saltpeter=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.into_parts().0)
+            .spawn()
+            .expect("start saltpeter");
+        let sidecar = Sidecar { child, dir, config_dir, state_dir, logdir, log_file };
+        wait_until("the sidecar to start", Duration::from_secs(60), || {
+            sidecar.log().contains("Saltpeter is running").then_some(())
+        });
+        sidecar
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs_err::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// A job's log file (`<logdir>/<job>.log`).
+    pub fn job_log(&self, job: &str) -> String {
+        fs_err::read_to_string(self.logdir.join(format!("{job}.log"))).unwrap_or_default()
+    }
+
+    /// Every finished run of `job`, oldest first.
+    pub fn finished_runs(&self, job: &str) -> Vec<RunRecord> {
+        self.runs(job)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !matches!(r.status.as_str(), "pending" | "running"))
+            .collect()
+    }
+
+    fn runs(&self, job: &str) -> anyhow::Result<Vec<RunRecord>> {
+        let path = self.state_dir.join("saltpeter.db");
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let db = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .context("open the run store")?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        let mut runs = db.prepare(
+            "SELECT instance, job, status, reason FROM runs WHERE job = ?1 ORDER BY scheduled_at",
+        )?;
+        let mut results = db.prepare(
+            "SELECT minion, phase, retcode, reason FROM results WHERE instance = ?1 ORDER BY minion",
+        )?;
+        let mut output = db.prepare(
+            "SELECT data FROM output WHERE instance = ?1 AND minion = ?2 ORDER BY offset",
+        )?;
+        let rows: Vec<(String, String, String, String)> = runs
+            .query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (instance, job, status, reason) in rows {
+            let minions: Vec<(String, String, Option<i32>, String)> = results
+                .query_map([&instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut list = Vec::new();
+            for (minion, phase, retcode, reason) in minions {
+                let chunks: Vec<Vec<u8>> = output
+                    .query_map([&instance, &minion], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let output = String::from_utf8_lossy(&chunks.concat()).into_owned();
+                list.push(MinionResult { minion, phase, retcode, reason, output });
+            }
+            out.push(RunRecord { instance, job, status, reason, results: list });
+        }
+        Ok(out)
+    }
+
+    /// Waits for the first finished run of `job` that `accept` takes.
+    pub fn wait_for_run(
+        &self,
+        job: &str,
+        limit: Duration,
+        accept: impl Fn(&RunRecord) -> bool,
+    ) -> RunRecord {
+        wait_until(&format!("a finished run of {job}"), limit, || {
+            self.finished_runs(job).into_iter().find(|r| accept(r))
+        })
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,142 @@
+//! Runs end to end: the sidecar as a real process schedules jobs on the lab's minions, the agent
+//! built from the workspace runs them, and the results are read from the run store.
+
+use std::time::Duration;
+
+use saltpeter_tests::{Lab, LabConfig, Sidecar, wait_until};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn job(name: &str, body: &str) -> String {
+    let mut yaml = format!(
+        "{name}:\n  sec: '*/5'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n"
+    );
+    for line in body.lines() {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+#[test]
+fn a_job_every_5s_records_every_minions_result_and_output() {
+    let lab = Lab::shared();
+    let jobs =
+        job("hello", "targets: '*'\ncommand: 'echo \"hello $SP_MACHINE_ID\"; echo oops >&2'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("hello", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    let minions: Vec<&str> = run.results.iter().map(|r| r.minion.as_str()).collect();
+    assert_eq!(minions, ["minion-1", "minion-2", "minion-3"]);
+    for r in &run.results {
+        assert_eq!(r.retcode, Some(0), "{r:?}");
+        assert!(r.output.contains(&format!("hello {}\n", r.minion)), "{r:?}");
+        assert!(r.output.contains("oops\n"), "stderr is kept: {r:?}");
+    }
+    // The per-job log in the original's format.
+    let log = wait_until("the job log to show the run", LIMIT, || {
+        let log = sidecar.job_log("hello");
+        log.contains(&format!("###### Finished {}", run.instance)).then_some(log)
+    });
+    assert!(log.contains(&format!("###### Starting {} at ", run.instance)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "########## minion-2 from {} ################\n**** Exit Code 0 ******\n",
+            run.instance
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_timeout_gives_124_and_leaves_no_process() {
+    let lab = Lab::shared();
+    let marker = format!("sp-timeout-{}", std::process::id());
+    let command = format!(
+        "trap '' TERM; sh -c \"trap '' TERM; sleep 300; echo {marker}\" & sleep 301; echo {marker}"
+    );
+    let jobs = job("stuck", &format!("targets: minion-1\ntimeout: 2\ncommand: {command:?}"));
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("stuck", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.results.len(), 1, "{run:#?}");
+    assert_eq!(run.results[0].retcode, Some(124), "{run:#?}");
+    let survivors = processes_mentioning(&marker);
+    assert!(survivors.is_empty(), "processes of the job survived: {survivors:?}");
+}
+
+#[test]
+fn a_missing_wrapper_gives_127() {
+    let lab = Lab::shared();
+    let jobs = job(
+        "nowrapper",
+        "targets: minion-2\nwrapper_path: /nonexistent/saltpeter-agent\ncommand: 'true'",
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("nowrapper", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.status, "failed");
+    assert_eq!(run.results[0].retcode, Some(127), "{run:#?}");
+}
+
+#[test]
+fn number_of_targets_picks_that_many_responsive_minions() {
+    let lab = Lab::shared();
+    let jobs = job("two", "targets: '*'\nnumber_of_targets: 2\ncommand: 'true'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("two", LIMIT, |r| r.status != "skipped");
+    let ran: Vec<_> = run.results.iter().filter(|r| r.retcode.is_some()).collect();
+    assert_eq!(ran.len(), 2, "{run:#?}");
+    assert!(ran.iter().all(|r| r.retcode == Some(0)));
+}
+
+#[test]
+fn max_failures_stops_later_batches() {
+    let lab = Lab::shared();
+    let jobs = job("batched", "targets: '*'\nbatch_size: 1\nmax_failures: 1\ncommand: 'exit 3'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("batched", LIMIT, |r| r.status != "skipped");
+    let failed: Vec<_> = run.results.iter().filter(|r| r.retcode == Some(3)).collect();
+    let not_started: Vec<_> = run.results.iter().filter(|r| r.phase == "not_started").collect();
+    assert_eq!((failed.len(), not_started.len()), (1, 2), "{run:#?}");
+    assert!(run.reason.contains("max_failures 1"), "{run:#?}");
+}
+
+#[test]
+fn a_minion_in_maintenance_is_skipped_not_failed() {
+    let lab = Lab::shared();
+    let mut jobs = job("maint", "targets: '*'\ncommand: 'true'");
+    jobs.push_str("saltpeter_maintenance:\n  global: false\n  machines: [minion-3]\n");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("maint", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    let m3 = run.results.iter().find(|r| r.minion == "minion-3").expect("minion-3 is recorded");
+    assert_eq!((m3.phase.as_str(), m3.retcode), ("maintenance", None), "{run:#?}");
+}
+
+#[test]
+fn a_stopped_minion_gives_255_without_holding_up_the_others() {
+    let lab = Lab::start(LabConfig { minions: 2, ..LabConfig::default() }).expect("a lab");
+    lab.stop_minion("minion-2");
+    let jobs = job("partial", "targets: '*'\ncommand: 'echo up'");
+    let sidecar = Sidecar::start(&lab, &jobs);
+    let run = sidecar.wait_for_run("partial", LIMIT, |r| r.status != "skipped");
+    let by_minion =
+        |id: &str| run.results.iter().find(|r| r.minion == id).cloned().expect("recorded");
+    assert_eq!(by_minion("minion-1").retcode, Some(0), "{run:#?}");
+    assert_eq!(by_minion("minion-2").retcode, Some(255), "{run:#?}");
+    assert!(by_minion("minion-2").reason.contains("did not respond"), "{run:#?}");
+}
+
+/// Processes whose command line mentions `marker`.
+fn processes_mentioning(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs_err::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
