@@ -48,11 +48,13 @@ pub struct Session {
     /// How long results are retried after the last run ended.
     pub delivery_window: Duration,
     pub on_manifest: Option<OnManifest>,
+    /// Whether the manifest arrived (dispatch mode): until then there is nothing to settle.
+    pub manifest_received: bool,
 }
 
 impl Session {
     fn settled(&self) -> bool {
-        let waiting_for_manifest = self.on_manifest.is_some() && self.runs.is_empty();
+        let waiting_for_manifest = self.on_manifest.is_some() && !self.manifest_received;
         !waiting_for_manifest && self.runs.iter().all(|r| lock_outbox(&r.outbox).is_settled())
     }
 
@@ -64,9 +66,16 @@ impl Session {
         let mut backoff = Duration::from_millis(100);
         let mut ended_at: Option<Instant> = None;
         let mut failures = 0u32;
+        let begun = Instant::now();
         loop {
             if self.settled() {
                 return SessionEnd::Delivered;
+            }
+            if self.on_manifest.is_some()
+                && !self.manifest_received
+                && begun.elapsed() > self.delivery_window
+            {
+                return SessionEnd::GaveUp;
             }
             if self.all_ended() {
                 let at = *ended_at.get_or_insert_with(Instant::now);
@@ -134,8 +143,11 @@ impl Session {
                     debug!(kind = kind(&message), "Send.");
                     ws.feed(Message::text(message.encode())).await.context("send")?;
                 }
-                if let Some(due) = lock_outbox(&run.outbox).deadline() {
-                    deadline = deadline.min(Instant::from_std(due));
+                // A deadline already past means the window is full: an ack, not a timer, wakes us.
+                if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std) {
+                    if due > now {
+                        deadline = deadline.min(due);
+                    }
                 }
             }
             ws.flush().await.context("send")?;
@@ -218,7 +230,8 @@ impl Session {
                     (AckType::Output | AckType::Complete, seq) => {
                         warn!(?seq, "Ack for a message never sent; ignored.");
                     }
-                    (AckType::Connect | AckType::Armed | AckType::Unknown, _) => {}
+                    (AckType::Armed, _) => outbox.ack_armed(),
+                    (AckType::Connect | AckType::Unknown, _) => {}
                 }
             }
             ServerMessage::Nack(nack) => {
@@ -266,6 +279,7 @@ impl Session {
                     let new = build(fresh);
                     info!(runs = new.len(), "Manifest received.");
                     self.runs.extend(new);
+                    self.manifest_received = true;
                 }
                 None => warn!("Manifest on a single-run connection; ignored."),
             },

@@ -82,7 +82,9 @@ async fn single(settings: Arc<Settings>, spec: RunSpec) {
     let Some((dir, _held, outbox)) = prepare(&settings, &spec) else { return };
     let wake = Arc::new(Notify::new());
     let (control, inbox) = mpsc::channel(4);
-    forward_signals(vec![control.clone()]);
+    let controls = Controls::default();
+    controls.add(control.clone());
+    forward_signals(controls);
     let session = Session {
         settings: settings.clone(),
         target: HelloTarget::Run {
@@ -93,6 +95,7 @@ async fn single(settings: Arc<Settings>, spec: RunSpec) {
         wake: wake.clone(),
         delivery_window: settings.delivery_window,
         on_manifest: None,
+        manifest_received: false,
     };
     let (_, end) = tokio::join!(run::drive(spec, dir.clone(), outbox, wake, inbox), session.run());
     if end == SessionEnd::GaveUp {
@@ -104,17 +107,32 @@ async fn single(settings: Arc<Settings>, spec: RunSpec) {
     }
 }
 
+/// The control inboxes of every run of this agent, for signals; grows as a manifest arrives.
+#[derive(Clone, Default)]
+pub struct Controls(Arc<Mutex<Vec<mpsc::Sender<Control>>>>);
+
+impl Controls {
+    pub fn add(&self, control: mpsc::Sender<Control>) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(control);
+    }
+
+    fn kill_all(&self) {
+        for run in self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            // A full inbox already holds a kill: kills are idempotent.
+            run.try_send(Control::Kill(KillReason::User)).ok();
+        }
+    }
+}
+
 /// SIGTERM and SIGINT stop every run, as a kill would (143).
-pub fn forward_signals(runs: Vec<mpsc::Sender<Control>>) {
+pub fn forward_signals(controls: Controls) {
     for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
         let Ok(mut stream) = signal(kind) else { continue };
-        let runs = runs.clone();
+        let controls = controls.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                info!(?kind, "Signal received: killing the run.");
-                for run in &runs {
-                    run.try_send(Control::Kill(KillReason::User)).ok();
-                }
+                info!(?kind, "Signal received: killing the runs.");
+                controls.kill_all();
             }
         });
     }

@@ -26,6 +26,8 @@ pub struct RunSpec {
     pub output_interval: Duration,
     /// Variables set for the command on top of the agent's environment.
     pub env: BTreeMap<String, String>,
+    /// Coalesced dispatch: start at this instant by the agent's clock, not at once.
+    pub scheduled: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Whether another run of the same job may run at the same time on this minion.
@@ -255,6 +257,7 @@ pub fn from_vars(
         overlap,
         output_interval,
         env: BTreeMap::new(),
+        scheduled: None,
     };
     Ok((settings, spec))
 }

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod control;
 pub mod daemon;
 pub mod detach;
+pub mod dispatch;
 pub mod endpoint;
 pub mod env;
 pub mod lock;

@@ -8,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use saltpeter_agent::{control, daemon, detach, env, users};
+use saltpeter_agent::{control, daemon, detach, dispatch, env, users};
 use saltpeter_protocol::{ExitCode as SpExit, PROTOCOL_VERSION};
 
 const USAGE: &str = "\
 usage: saltpeter-agent                 run the job described by the SP_* environment (detached)
+       saltpeter-agent dispatch --url URL --dispatch ID --token TOKEN   (coalesced runs, detached)
        saltpeter-agent status|kill --job NAME [--instance ID] [--state-dir DIR]
        saltpeter-agent --version";
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Some("dispatch") => dispatch_mode(&args[1..]),
         Some(cmd @ ("status" | "kill")) => match control::Query::parse(&args[1..]) {
             Ok(q) if cmd == "status" => control::status(&q),
             Ok(q) => control::kill_runs(&q),
@@ -44,12 +46,47 @@ fn main() -> ExitCode {
     }
 }
 
+fn env_vars() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Coalesced dispatch: the runs come from the sidecar's manifest; same detach rules.
+#[allow(clippy::print_stdout)]
+fn dispatch_mode(args: &[String]) -> ExitCode {
+    let (settings, id) = match dispatch::parse(args, &env_vars()) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("saltpeter-agent: {e}");
+            }
+            eprintln!("{}", dispatch::USAGE);
+            return exit(SpExit::StartFailed);
+        }
+    };
+    if detach::is_daemon() {
+        return dispatch::main(settings, id);
+    }
+    match detach::spawn_daemon(&settings, "dispatch") {
+        Ok(pid) => {
+            println!(
+                "saltpeter-agent {}: dispatch {id} detached as pid {pid}",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("saltpeter-agent: cannot detach: {e:#}");
+            exit(SpExit::StartFailed)
+        }
+    }
+}
+
 /// The original wrapper's contract: everything from `SP_*`, checked before detaching.
 #[allow(clippy::print_stdout)]
 fn sp_mode() -> ExitCode {
-    let vars: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let vars = env_vars();
     let (settings, spec) = match env::from_vars(&vars, &users::AccountDb::default()) {
         Ok(config) => config,
         Err(errors) => {

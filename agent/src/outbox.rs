@@ -8,8 +8,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use saltpeter_protocol::{
-    AgentMessage, Complete, EndReason, MAX_OUTPUT_CHUNK, Output, RunKey, Seq, Start, Stream,
-    Timestamp,
+    AgentMessage, Armed, Complete, DispatchId, EndReason, MAX_OUTPUT_CHUNK, Output, RunKey, Seq,
+    Start, Stream, Timestamp,
 };
 
 use crate::rundir::{RunDir, RunResult};
@@ -50,6 +50,10 @@ pub struct Outbox {
     spool: Option<Spool>,
     interval: Duration,
     pid: Option<u32>,
+    /// A manifest entry waiting for its instant: announced by `armed` until acknowledged.
+    armed: Option<(DispatchId, Timestamp)>,
+    armed_sent: bool,
+    armed_acked: bool,
     start_sent: bool,
     start_acked: bool,
     in_flight: VecDeque<Sent>,
@@ -76,6 +80,9 @@ impl Outbox {
             spool: Some(spool),
             interval,
             pid: None,
+            armed: None,
+            armed_sent: false,
+            armed_acked: false,
             start_sent: false,
             start_acked: false,
             in_flight: VecDeque::new(),
@@ -96,6 +103,15 @@ impl Outbox {
         spool.append(stream, bytes)?;
         self.unsent_since.get_or_insert_with(Instant::now);
         Ok(())
+    }
+
+    /// The run will start at `scheduled` (coalesced dispatch with a lead time).
+    pub fn arm(&mut self, dispatch: DispatchId, scheduled: Timestamp) {
+        self.armed = Some((dispatch, scheduled));
+    }
+
+    pub fn ack_armed(&mut self) {
+        self.armed_acked = true;
     }
 
     pub fn started(&mut self, pid: u32) {
@@ -129,12 +145,23 @@ impl Outbox {
     pub fn rewind(&mut self) {
         self.resent = 0;
         self.start_sent = self.start_acked;
+        self.armed_sent = self.armed_acked;
     }
 
     /// The next message to send now, if any and if the window allows.
     pub fn next_message(&mut self, now: Instant) -> io::Result<Option<AgentMessage>> {
         if self.is_settled() {
             return Ok(None);
+        }
+        if let (Some((dispatch, scheduled)), false) = (&self.armed, self.armed_sent) {
+            self.armed_sent = true;
+            let armed = Armed {
+                run: self.run.clone(),
+                timestamp: Timestamp::now(),
+                dispatch: dispatch.clone(),
+                scheduled: *scheduled,
+            };
+            return Ok(Some(AgentMessage::Armed(armed)));
         }
         if let (Some(pid), false) = (self.pid, self.start_sent) {
             self.start_sent = true;

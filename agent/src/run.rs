@@ -96,6 +96,18 @@ pub async fn drive(
     mut control: mpsc::Receiver<Control>,
 ) {
     let mut sink = Sink { outbox: &outbox, wake: &wake, failed: false };
+    if let Some(at) = spec.scheduled {
+        // Armed: wait for the instant by this machine's clock; a kill meanwhile cancels the run.
+        let wait = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = sleep(wait) => {}
+            Some(Control::Kill(_)) = control.recv() => {
+                sink.note("[saltpeter-agent] killed before its scheduled start: never started\n");
+                sink.finish(ExitCode::Killed.code(), EndReason::Killed);
+                return;
+            }
+        }
+    }
     let _overlap_lock = match &spec.overlap {
         Overlap::Allowed => None,
         Overlap::Locked(path) => match lock::try_exclusive(path) {

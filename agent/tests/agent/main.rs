@@ -7,6 +7,7 @@ mod server;
 
 mod control;
 mod delivery;
+mod dispatch;
 mod environment;
 mod stopping;
 

@@ -23,6 +23,7 @@ pub struct RunRecord {
     /// Both streams in arrival order, for reading escalation notes in context.
     pub all: Vec<u8>,
     pub start: Option<Start>,
+    pub armed: Option<Armed>,
     pub complete: Option<Complete>,
     pub heartbeats: usize,
     pub duplicates: usize,
@@ -34,6 +35,8 @@ pub struct State {
     pub runs: HashMap<String, RunRecord>,
     pub connects: Vec<Connect>,
     pub senders: HashMap<String, mpsc::UnboundedSender<Message>>,
+    /// Dispatch id → the manifest answered to its `connect`.
+    pub manifests: HashMap<String, Manifest>,
 }
 
 /// Misbehaviour on every connection, for robustness tests.
@@ -178,8 +181,18 @@ async fn connection(
         let mut st = state.lock().unwrap();
         match msg {
             AgentMessage::Connect(c) => {
-                if let HelloTarget::Run { job_instance, .. } = &c.target {
-                    st.senders.insert(job_instance.to_string(), tx.clone());
+                match &c.target {
+                    HelloTarget::Run { job_instance, .. } => {
+                        st.senders.insert(job_instance.to_string(), tx.clone());
+                    }
+                    HelloTarget::Dispatch { dispatch } => {
+                        if let Some(m) = st.manifests.get(dispatch.as_str()).cloned() {
+                            for e in &m.runs {
+                                st.senders.insert(e.job_instance.to_string(), tx.clone());
+                            }
+                            reply(ServerMessage::Manifest(m));
+                        }
+                    }
                 }
                 st.connects.push(c);
                 reply(ack(AckType::Connect, None, None));
@@ -230,7 +243,7 @@ async fn connection(
             }
             AgentMessage::Complete(c) => {
                 let r = st.runs.entry(c.run.job_instance.to_string()).or_default();
-                let seq = c.seq.expect("our agent numbers complete");
+                let seq = c.seq.unwrap_or(Seq(r.expected));
                 if seq.0 > r.expected {
                     r.out_of_order += 1;
                     let nack = Nack {
@@ -251,7 +264,21 @@ async fn connection(
                 }
                 reply(ack(AckType::Complete, Some(seq), Some(c.run.job_instance)));
             }
-            other => panic!("unexpected message {other:?}"),
+            AgentMessage::SyncRequest(q) => {
+                let r = st.runs.entry(q.run.job_instance.to_string()).or_default();
+                let last_seq = LastSeq(r.expected.checked_sub(1).map(Seq));
+                reply(ServerMessage::SyncResponse(SyncResponse {
+                    last_seq,
+                    job_instance: Some(q.run.job_instance),
+                    timestamp: None,
+                }));
+            }
+            AgentMessage::Armed(a) => {
+                let instance = a.run.job_instance.clone();
+                st.runs.entry(instance.to_string()).or_default().armed = Some(a);
+                reply(ack(AckType::Armed, None, Some(instance)));
+            }
+            AgentMessage::Error(_) | AgentMessage::Killed(_) => {}
         }
         drop(st);
         changed.notify_waiters();
