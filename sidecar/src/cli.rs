@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod import_crontab;
+pub mod runs;
 pub mod salt;
 pub mod serve;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Check(check::Args),
     /// Convert a crontab into job YAML.
     ImportCrontab(import_crontab::Args),
+    /// The recorded runs (from the run store in --state-dir).
+    Runs(runs::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.
     Salt(salt::SaltArgs),
 }

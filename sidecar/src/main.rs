@@ -20,11 +20,20 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(args)) => saltpeter::cli::check::run(&cli.config, &args),
         Some(Command::ImportCrontab(args)) => saltpeter::cli::import_crontab::run(&args),
+        Some(Command::Runs(args)) => report(saltpeter::cli::runs::run(&cli.serve.state_dir, &args)),
         Some(Command::Salt(args)) => {
             block_on(saltpeter::cli::salt::run(&cli.salt_master_config, args))
         }
         None => block_on(saltpeter::cli::serve::run(cli.config, cli.salt_master_config, cli.serve)),
     }
+}
+
+/// The exit code of a synchronous subcommand, its error printed.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("saltpeter: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs an async subcommand to completion on a multi-threaded runtime.

@@ -268,3 +268,36 @@ impl StoreHandle {
 
 #[cfg(test)]
 mod tests;
+
+/// A read-only view of a store, for the command line: it never writes, so it can run beside the
+/// daemon (WAL lets readers and the writer work at once).
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    /// Opens `<state_dir>/saltpeter.db` read-only.
+    pub fn open(state_dir: &Path) -> Result<Reader, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Reader { conn })
+    }
+
+    pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
+        Ok(read::runs(&self.conn, filter)?)
+    }
+
+    pub fn run(&self, instance: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(read::run(&self.conn, instance)?)
+    }
+
+    pub fn results(&self, instance: &str) -> Result<Vec<ResultRow>, StoreError> {
+        Ok(read::results(&self.conn, instance)?)
+    }
+
+    pub fn output(&self, instance: &str, minion: &str) -> Result<Vec<OutputChunk>, StoreError> {
+        Ok(read::output(&self.conn, instance, minion, 0, u64::MAX)?)
+    }
+}

@@ -13,7 +13,7 @@ use crate::daemon::{self, Options};
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
     /// Where runs are recorded (SQLite).
-    #[arg(long, env = "SALTPETER_STATE_DIR", default_value = "/var/lib/saltpeter")]
+    #[arg(long, global = true, env = "SALTPETER_STATE_DIR", default_value = "/var/lib/saltpeter")]
     pub state_dir: PathBuf,
     /// Per-job log files (`logdir` in saltpeter_config).
     #[arg(short = 'l', long, env = "SALTPETER_LOGDIR")]
