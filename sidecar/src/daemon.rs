@@ -100,7 +100,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         registry: registry.clone(),
         settings: engine_settings,
     };
-    let runs = runs::spawn(&tasks, deps, due_rx, cancel.child_token());
+    let jobs_now = loaded.jobs.values().map(|j| Arc::<config::Job>::from(j.clone())).collect();
+    let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
     runs.set_maintenance(loaded.maintenance.clone()).await;
     let table = JobTable::new(loaded.jobs.values().cloned(), Utc::now());
     let jobs = table.len();

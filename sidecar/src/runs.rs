@@ -159,15 +159,17 @@ pub struct Deps {
 
 /// Starts the engine on `tasks`. It takes `Due`s from `due` until it is cancelled, then records
 /// the state of runs in flight (they resume after a restart) and ends.
+/// `jobs` are the jobs known at start-up, for the runs it resumes.
 pub fn spawn(
     tasks: &TaskTracker,
     deps: Deps,
+    jobs: Vec<Arc<crate::config::Job>>,
     due: mpsc::Receiver<Due>,
     cancel: CancellationToken,
 ) -> RunsHandle {
     let (tx, rx) = mpsc::channel(1024);
     let handle = RunsHandle { tx: tx.clone() };
     let engine = engine::Engine::new(deps, tasks.clone(), tx);
-    tasks.spawn(engine.run(rx, due, cancel));
+    tasks.spawn(engine.run(jobs, rx, due, cancel));
     handle
 }

@@ -32,6 +32,8 @@ pub struct RunRecord {
 
 pub struct Sidecar {
     child: Child,
+    lab_config: PathBuf,
+    port: u16,
     pub dir: PathBuf,
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -47,6 +49,11 @@ impl Sidecar {
 
     /// The same, with extra command-line flags.
     pub fn start_with(lab: &Lab, jobs: &str, flags: &[&str]) -> Sidecar {
+        // A fixed port, so that a restarted daemon is where its agents reconnect.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
         let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
         let config_dir = dir.join("conf");
         let state_dir = dir.join("state");
@@ -61,27 +68,35 @@ impl Sidecar {
         fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
         fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
         let log_file = dir.join("sidecar.log");
-        let log = fs_err::File::create(&log_file).expect("create the sidecar log");
-        let child = Command::new(bin("saltpeter"))
-            .arg("-c")
-            .arg(&config_dir)
-            .arg("--salt-master-config")
-            .arg(&lab.master_config)
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args(["-w", "0", "--response-deadline", "5"])
-            .args(flags)
-            .env("RUST_LOG", "info,saltpeter=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.into_parts().0)
-            .spawn()
-            .expect("start saltpeter");
-        let sidecar = Sidecar { child, dir, config_dir, state_dir, logdir, log_file };
-        wait_until("the sidecar to start", Duration::from_secs(60), || {
-            sidecar.log().contains("Saltpeter is running").then_some(())
-        });
+        let child = spawn(&lab.master_config, &config_dir, &state_dir, port, flags, &log_file);
+        let lab_config = lab.master_config.clone();
+        let sidecar =
+            Sidecar { child, lab_config, port, dir, config_dir, state_dir, logdir, log_file };
+        sidecar.wait_running(1);
         sidecar
+    }
+
+    fn wait_running(&self, starts: usize) {
+        wait_until("the sidecar to start", Duration::from_secs(60), || {
+            (self.log().matches("Saltpeter is running").count() >= starts).then_some(())
+        });
+    }
+
+    /// SIGKILLs the daemon (no chance to record anything) and starts it again on the same
+    /// directories and port.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let starts = self.log().matches("Saltpeter is running").count() + 1;
+        self.child = spawn(
+            &self.lab_config,
+            &self.config_dir,
+            &self.state_dir,
+            self.port,
+            &[],
+            &self.log_file,
+        );
+        self.wait_running(starts);
     }
 
     /// The daemon's log so far.
@@ -92,6 +107,11 @@ impl Sidecar {
     /// A job's log file (`<logdir>/<job>.log`).
     pub fn job_log(&self, job: &str) -> String {
         fs_err::read_to_string(self.logdir.join(format!("{job}.log"))).unwrap_or_default()
+    }
+
+    /// Every run of `job`, oldest first, finished or not.
+    pub fn all_runs(&self, job: &str) -> Vec<RunRecord> {
+        self.runs(job).unwrap_or_default()
     }
 
     /// Every finished run of `job`, oldest first.
@@ -155,6 +175,36 @@ impl Sidecar {
             self.finished_runs(job).into_iter().find(|r| accept(r))
         })
     }
+}
+
+fn spawn(
+    master_config: &std::path::Path,
+    config_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    port: u16,
+    flags: &[&str],
+    log_file: &std::path::Path,
+) -> Child {
+    let log = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .expect("open the sidecar log");
+    Command::new(bin("saltpeter"))
+        .arg("-c")
+        .arg(config_dir)
+        .arg("--salt-master-config")
+        .arg(master_config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["-w", &port.to_string(), "--response-deadline", "5"])
+        .args(flags)
+        .env("RUST_LOG", "info,saltpeter=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.into_parts().0)
+        .spawn()
+        .expect("start saltpeter")
 }
 
 impl Drop for Sidecar {

@@ -110,10 +110,12 @@ impl Engine {
 
     pub(super) async fn run(
         mut self,
+        jobs: Vec<Arc<Job>>,
         mut inbox: mpsc::Receiver<Command>,
         mut due: mpsc::Receiver<Due>,
         cancel: CancellationToken,
     ) {
+        self.resume(&jobs).await;
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -140,6 +142,99 @@ impl Engine {
             runs = self.runs.len(),
             "The run engine stops; runs in flight resume after a restart."
         );
+    }
+
+    /// Picks up the runs the store says were in flight when the sidecar last stopped: their
+    /// agents reconnect with their tokens and resend what was not acknowledged; an agent that
+    /// never comes back is lost at the heartbeat deadline (253).
+    async fn resume(&mut self, jobs: &[Arc<Job>]) {
+        let open = match self.deps.store.open_runs().await {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the runs in flight from the store; they stay open.");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let wall = Utc::now();
+        for row in open {
+            let close = |status: RunStatus, reason: &str| crate::store::Write::UpdateRun {
+                instance: row.instance.clone(),
+                status,
+                reason: reason.to_owned(),
+                started: None,
+                finished: Some(wall),
+            };
+            let Some(job) = jobs.iter().find(|j| j.name.as_str() == row.job) else {
+                let _ = self
+                    .deps
+                    .store
+                    .write(close(
+                        RunStatus::Failed,
+                        "the job was removed while the sidecar was down",
+                    ))
+                    .await;
+                continue;
+            };
+            if row.status == RunStatus::Pending {
+                let _ = self
+                    .deps
+                    .store
+                    .write(close(RunStatus::Skipped, "the sidecar stopped before dispatching it"))
+                    .await;
+                continue;
+            }
+            let results = self.deps.store.results(&row.instance).await.unwrap_or_default();
+            let (mut ended, mut started, mut launching) = (Vec::new(), Vec::new(), Vec::new());
+            for r in &results {
+                match (r.retcode, r.phase.as_str()) {
+                    (Some(code), _) => ended.push((r.minion.clone(), code)),
+                    (None, "running" | "launching") => {
+                        if let Some(token) = &r.token {
+                            self.deps.registry.expect(
+                                RunMinion::new(&row.instance, &r.minion),
+                                Token::new(token.clone()),
+                            );
+                        }
+                        match r.started {
+                            Some(at) if r.phase == "running" => {
+                                started.push((
+                                    r.minion.clone(),
+                                    (wall - at).to_std().unwrap_or_default(),
+                                ));
+                            }
+                            _ => launching.push(r.minion.clone()),
+                        }
+                    }
+                    (None, _) => {}
+                }
+            }
+            info!(
+                instance = row.instance,
+                running = started.len(),
+                launching = launching.len(),
+                "Resuming a run in flight."
+            );
+            let recorder = Recorder::resumed(
+                Arc::clone(&self.deps),
+                self.outbox.clone(),
+                Arc::clone(job),
+                &row,
+                &results,
+            );
+            let plan = Plan {
+                batch_size: 0,
+                max_failures: None,
+                batch_wait: job.batch_wait,
+                limits: Limits { timeout: job.timeout, ..recorder.limits() },
+            };
+            let run = Run::resume(plan, ended, started, launching, now);
+            self.runs.insert(
+                row.instance.clone(),
+                Active { job: Arc::clone(job), stage: Stage::Running(Box::new(run)), recorder },
+            );
+        }
+        self.on_tick().await;
     }
 
     fn next_deadline(&self) -> Option<Instant> {

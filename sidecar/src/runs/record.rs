@@ -140,6 +140,25 @@ impl Recorder {
         }
     }
 
+    /// A recorder for a run found in flight at start-up.
+    pub(super) fn resumed(
+        deps: Arc<Deps>,
+        outbox: Outbox,
+        job: Arc<Job>,
+        row: &crate::store::RunRow,
+        results: &[crate::store::ResultRow],
+    ) -> Self {
+        let mut recorder = Recorder::new(deps, outbox, job, row.instance.clone());
+        recorder.scheduled = row.scheduled;
+        recorder.started = row.started;
+        for r in results {
+            if r.retcode.is_some() || r.phase != "running" && r.phase != "launching" {
+                recorder.retcodes.insert(r.minion.clone(), r.retcode);
+            }
+        }
+        recorder
+    }
+
     fn settings(&self) -> &EngineSettings {
         &self.deps.settings
     }

@@ -89,6 +89,46 @@ impl Run {
         (run, effects)
     }
 
+    /// A run whose minions were already launched before a restart of the sidecar: `started`
+    /// are followed as running (their agents reconnect), `launching` get a fresh launch window.
+    /// Batches not yet started when the sidecar stopped are not known any more.
+    /// `ended` are the minions that had already finished, with their codes.
+    pub fn resume(
+        plan: Plan,
+        ended: Vec<(String, i32)>,
+        started: Vec<(String, Duration)>,
+        launching: Vec<String>,
+        now: Instant,
+    ) -> Run {
+        let outcomes = ended
+            .into_iter()
+            .map(|(id, retcode)| {
+                let outcome =
+                    Outcome { retcode, reason: minion::EndReason::Exited, detail: String::new() };
+                (id, outcome)
+            })
+            .collect();
+        let mut minions = BTreeMap::new();
+        for (id, running_for) in started {
+            minions.insert(id, MinionRun::resumed(plan.limits, now, running_for));
+        }
+        for id in launching {
+            minions.insert(id, MinionRun::launched(plan.limits, now));
+        }
+        Run {
+            plan,
+            batches: Vec::new(),
+            next_batch: 0,
+            next_batch_at: None,
+            minions,
+            outcomes,
+            not_started: Vec::new(),
+            stop_reason: None,
+            killed: false,
+            finished: false,
+        }
+    }
+
     pub fn is_finished(&self) -> bool {
         self.finished
     }

@@ -35,6 +35,8 @@ pub struct ResultRow {
     pub output_bytes: u64,
     /// Bytes of output dropped by the per-minion cap.
     pub output_dropped: u64,
+    /// The token issued to the minion's agent for this run.
+    pub token: Option<String>,
 }
 
 /// A stored piece of output.
@@ -144,7 +146,7 @@ pub(super) fn run(c: &Connection, instance: &str) -> rusqlite::Result<Option<Run
 
 pub(super) fn results(c: &Connection, instance: &str) -> rusqlite::Result<Vec<ResultRow>> {
     let mut stmt = c.prepare_cached(
-        "SELECT minion, phase, retcode, reason, started_at, finished_at, output_bytes, output_dropped
+        "SELECT minion, phase, retcode, reason, started_at, finished_at, output_bytes, output_dropped, token
          FROM results WHERE instance = ?1 ORDER BY minion",
     )?;
     let rows = stmt.query_map(params![instance], |row| {
@@ -157,6 +159,7 @@ pub(super) fn results(c: &Connection, instance: &str) -> rusqlite::Result<Vec<Re
             finished: opt_time(row.get(5)?)?,
             output_bytes: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
             output_dropped: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
+            token: row.get(8)?,
         })
     })?;
     rows.collect()

@@ -127,6 +127,31 @@ fn a_stopped_minion_gives_255_without_holding_up_the_others() {
     assert!(by_minion("minion-2").reason.contains("did not respond"), "{run:#?}");
 }
 
+#[test]
+fn a_run_survives_a_sigkill_of_the_sidecar_with_its_whole_output() {
+    let lab = Lab::shared();
+    let command = "for i in $(seq 1 10); do echo line $i; sleep 1; done";
+    let jobs = job("steady", &format!("targets: '*'\ncommand: '{command}'\ntimeout: 120"));
+    let mut sidecar = Sidecar::start(lab, &jobs);
+    let running = wait_until("a run of steady with output", LIMIT, || {
+        sidecar.all_runs("steady").into_iter().find(|r| {
+            r.status == "running" && r.results.iter().any(|m| m.output.contains("line 2"))
+        })
+    });
+    sidecar.kill_and_restart();
+    let run = sidecar.wait_for_run("steady", LIMIT, |r| r.instance == running.instance);
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    let expected: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    for r in &run.results {
+        assert_eq!(
+            (r.retcode, r.output.as_str()),
+            (Some(0), expected.as_str()),
+            "{}: {run:#?}",
+            r.minion
+        );
+    }
+}
+
 /// Processes whose command line mentions `marker`.
 fn processes_mentioning(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
