@@ -152,6 +152,40 @@ fn a_run_survives_a_sigkill_of_the_sidecar_with_its_whole_output() {
     }
 }
 
+#[test]
+fn the_original_python_wrapper_completes_a_run() {
+    let lab = Lab::shared();
+    // The wrapper of the PyPI `saltpeter` 0.9.30 package, installed in the lab's venv.
+    let python = lab.venv.join("bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import saltpeter.wrapper as w; print(w.__file__)"])
+        .output()
+        .expect("run the venv's python");
+    let wrapper_py = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && !wrapper_py.is_empty(),
+        "saltpeter 0.9.30 is in the lab venv: {out:?}"
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let shim = dir.path().join("sp_wrapper.py");
+    fs_err::write(&shim, format!("#!/bin/sh\nexec {} {} \"$@\"\n", python.display(), wrapper_py))
+        .unwrap();
+    fs_err::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let jobs = job(
+        "legacy",
+        &format!(
+            "targets: minion-1\nwrapper_path: {}\ncommand: 'echo from the python wrapper; exit 2'",
+            shim.display()
+        ),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("legacy", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.results.len(), 1, "{run:#?}");
+    let r = &run.results[0];
+    assert_eq!(r.retcode, Some(2), "{run:#?}");
+    assert!(r.output.contains("from the python wrapper"), "{run:#?}");
+}
+
 /// Processes whose command line mentions `marker`.
 fn processes_mentioning(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
