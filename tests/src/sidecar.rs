@@ -99,6 +99,11 @@ impl Sidecar {
         self.wait_running(starts);
     }
 
+    /// The port agents connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         fs_err::read_to_string(&self.log_file).unwrap_or_default()

@@ -186,6 +186,73 @@ fn the_original_python_wrapper_completes_a_run() {
     assert!(r.output.contains("from the python wrapper"), "{run:#?}");
 }
 
+#[test]
+fn an_overlapping_slot_is_skipped_and_recorded() {
+    let lab = Lab::shared();
+    let jobs = job("overlapping", "targets: minion-1\ncommand: 'sleep 12'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let skipped = wait_until("a slot skipped for overlap", LIMIT, || {
+        sidecar.all_runs("overlapping").into_iter().find(|r| r.status == "skipped")
+    });
+    assert!(skipped.reason.contains("overlap"), "{skipped:#?}");
+    assert!(skipped.results.is_empty(), "a skipped slot runs nowhere: {skipped:#?}");
+}
+
+#[test]
+fn our_events_are_seen_by_salt_run_state_event() {
+    let lab = Lab::shared();
+    // Subscribe first: state.event prints each matching event and exits after `count`.
+    let watcher = lab
+        .salt_command("salt-run")
+        .args(["state.event", "tagmatch=saltpeter/job/evented/complete", "count=1", "--out=json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start salt-run state.event");
+    let jobs = job("evented", "targets: '*'\ncommand: 'echo evented'");
+    let _sidecar = Sidecar::start(lab, &jobs);
+    let out = wait_for_exit(watcher, LIMIT);
+    assert!(out.contains("saltpeter/job/evented/complete"), "{out}");
+    assert!(out.contains("\"success\": true") || out.contains("\"success\":true"), "{out}");
+    assert!(out.contains("\"minion-3\": 0") || out.contains("\"minion-3\":0"), "{out}");
+}
+
+#[test]
+fn an_agent_with_a_wrong_token_is_rejected() {
+    let lab = Lab::shared();
+    let sidecar = Sidecar::start(lab, &job("idle", "targets: nobody-matches\ncommand: 'true'"));
+    let python = lab.venv.join("bin/python");
+    let script = r#"
+import asyncio, json, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        await ws.send(json.dumps({"type": "connect", "job_name": "idle", "job_instance": "idle_1",
+                                  "machine": "minion-1", "timestamp": "2026-01-01T00:00:00+00:00"}))
+        print(await ws.recv())
+        try:
+            await ws.recv()
+        except websockets.ConnectionClosed:
+            print("closed")
+asyncio.run(main())
+"#;
+    let url = format!("ws://127.0.0.1:{}/?token=forged", sidecar.port());
+    let out =
+        std::process::Command::new(python).args(["-c", script, &url]).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("UNAUTHORIZED"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("closed"), "{stdout}");
+    assert!(sidecar.log().contains("token that does not match"), "the rejection is logged");
+}
+
+/// Waits for `child` to exit and returns its standard output.
+fn wait_for_exit(mut child: std::process::Child, limit: Duration) -> String {
+    use std::io::Read as _;
+    wait_until("salt-run state.event to see the event", limit, || child.try_wait().ok().flatten());
+    let mut out = String::new();
+    child.stdout.take().expect("piped").read_to_string(&mut out).expect("read its output");
+    out
+}
+
 /// Processes whose command line mentions `marker`.
 fn processes_mentioning(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
