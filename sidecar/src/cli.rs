@@ -2,6 +2,7 @@
 //! `cli/<name>.rs`.
 
 pub mod check;
+pub mod control;
 pub mod import_crontab;
 pub mod runs;
 pub mod salt;
@@ -44,6 +45,10 @@ pub enum Command {
     Check(check::Args),
     /// Convert a crontab into job YAML.
     ImportCrontab(import_crontab::Args),
+    /// Run a job now, outside its schedule (asks the daemon's API).
+    Run(control::RunArgs),
+    /// Kill a run, or one minion of it (asks the daemon's API).
+    Kill(control::KillArgs),
     /// The recorded runs (from the run store in --state-dir).
     Runs(runs::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::agents::{self, Counters, Registry};
 use crate::config::{self, Loaded, WatchOptions};
+use crate::http;
 use crate::runs::{self, Deps, EngineSettings};
 use crate::salt::{MasterConfig, SaltClient};
 use crate::scheduler::{self, JobTable, SystemClock};
@@ -35,6 +36,10 @@ pub struct Options {
     pub agent_bind: Option<String>,
     pub websocket_host: Option<String>,
     pub wrapper_path: Option<String>,
+    /// Serve the HTTP API even if `api_ws` is off.
+    pub api: bool,
+    pub api_port: Option<u16>,
+    pub api_bind: Option<String>,
     /// How long a minion has to answer before it counts as not responding.
     pub response_deadline: Duration,
     pub heartbeat_timeout: Duration,
@@ -88,6 +93,17 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         .with_context(|| format!("listen for agents on {agent_addr}"))?;
     let agent_addr: SocketAddr =
         listener.local_addr().context("read the agent listener's address")?;
+    let api_listener = if options.api || settings.api_ws {
+        let bind = options.api_bind.clone().unwrap_or_else(|| settings.api_ws_bind_addr.clone());
+        let addr = format!("{bind}:{}", options.api_port.unwrap_or(settings.api_ws_port));
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("listen for the HTTP API on {addr}"))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     // Agents dial the port actually bound (`-w 0` picks a free one).
     let engine_settings = EngineSettings { agent_port: agent_addr.port(), ..engine_settings };
@@ -107,6 +123,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let jobs = table.len();
     let scheduler =
         scheduler::spawn(&tasks, table, Arc::new(SystemClock), due_tx, cancel.child_token());
+    if let Some(listener) = api_listener {
+        let state =
+            http::State { runs: runs.clone(), scheduler: scheduler.clone(), store: store.clone() };
+        tasks.spawn(http::serve(listener, state, cancel.child_token()));
+    }
     let shared = Arc::new(agents::Shared {
         registry,
         store,
@@ -146,7 +167,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         }
     });
     tasks.close();
-    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
+    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, api = ?api_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
 
     shutdown.await;
     info!("Stopping: no new runs; runs in flight resume after a restart.");

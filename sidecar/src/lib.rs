@@ -8,6 +8,7 @@ pub mod agents;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod joblog;
 pub mod runs;
 pub mod salt;

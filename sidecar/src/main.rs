@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(args)) => saltpeter::cli::check::run(&cli.config, &args),
         Some(Command::ImportCrontab(args)) => saltpeter::cli::import_crontab::run(&args),
+        Some(Command::Run(args)) => report(saltpeter::cli::control::run(&args)),
+        Some(Command::Kill(args)) => report(saltpeter::cli::control::kill(&args)),
         Some(Command::Runs(args)) => report(saltpeter::cli::runs::run(&cli.serve.state_dir, &args)),
         Some(Command::Salt(args)) => {
             block_on(saltpeter::cli::salt::run(&cli.salt_master_config, args))

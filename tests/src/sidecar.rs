@@ -34,6 +34,7 @@ pub struct Sidecar {
     child: Child,
     lab_config: PathBuf,
     port: u16,
+    api_port: u16,
     pub dir: PathBuf,
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -49,11 +50,8 @@ impl Sidecar {
 
     /// The same, with extra command-line flags.
     pub fn start_with(lab: &Lab, jobs: &str, flags: &[&str]) -> Sidecar {
-        // A fixed port, so that a restarted daemon is where its agents reconnect.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        // Fixed ports, so that a restarted daemon is where its agents reconnect.
+        let (port, api_port) = (free_port(), free_port());
         let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
         let config_dir = dir.join("conf");
         let state_dir = dir.join("state");
@@ -68,10 +66,20 @@ impl Sidecar {
         fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
         fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
         let log_file = dir.join("sidecar.log");
-        let child = spawn(&lab.master_config, &config_dir, &state_dir, port, flags, &log_file);
+        let ports = [port, api_port];
+        let child = spawn(&lab.master_config, &config_dir, &state_dir, ports, flags, &log_file);
         let lab_config = lab.master_config.clone();
-        let sidecar =
-            Sidecar { child, lab_config, port, dir, config_dir, state_dir, logdir, log_file };
+        let sidecar = Sidecar {
+            child,
+            lab_config,
+            port,
+            api_port,
+            dir,
+            config_dir,
+            state_dir,
+            logdir,
+            log_file,
+        };
         sidecar.wait_running(1);
         sidecar
     }
@@ -92,7 +100,7 @@ impl Sidecar {
             &self.lab_config,
             &self.config_dir,
             &self.state_dir,
-            self.port,
+            [self.port, self.api_port],
             &[],
             &self.log_file,
         );
@@ -102,6 +110,16 @@ impl Sidecar {
     /// The port agents connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Runs the `saltpeter` command line against this daemon (its API and state directory).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("saltpeter"))
+            .args(args)
+            .arg("--api")
+            .arg(format!("http://127.0.0.1:{}", self.api_port))
+            .output()
+            .expect("run saltpeter")
     }
 
     /// The daemon's log so far.
@@ -186,7 +204,7 @@ fn spawn(
     master_config: &std::path::Path,
     config_dir: &std::path::Path,
     state_dir: &std::path::Path,
-    port: u16,
+    [port, api_port]: [u16; 2],
     flags: &[&str],
     log_file: &std::path::Path,
 ) -> Child {
@@ -203,6 +221,7 @@ fn spawn(
         .arg("--state-dir")
         .arg(state_dir)
         .args(["-w", &port.to_string(), "--response-deadline", "5"])
+        .args(["-a", "--api-bind", "127.0.0.1", "-p", &api_port.to_string()])
         .args(flags)
         .env("RUST_LOG", "info,saltpeter=debug")
         .stdin(Stdio::null())
@@ -217,4 +236,11 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

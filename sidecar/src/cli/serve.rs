@@ -30,6 +30,15 @@ pub struct Args {
     /// The agent's path on the minions (`default_wrapper_path`).
     #[arg(long = "wrapper-path", env = "SALTPETER_WRAPPER_PATH")]
     pub wrapper_path: Option<String>,
+    /// Serve the HTTP API (`api_ws: true` in saltpeter_config does the same).
+    #[arg(short = 'a', long = "api", env = "SALTPETER_API")]
+    pub api: bool,
+    /// The API's port (`api_ws_port`, 8888).
+    #[arg(short = 'p', long = "api-port", env = "SALTPETER_API_PORT")]
+    pub api_port: Option<u16>,
+    /// The API's address (`api_ws_bind_addr`).
+    #[arg(long = "api-bind", env = "SALTPETER_API_BIND")]
+    pub api_bind: Option<String>,
     /// Seconds a targeted minion has to answer before it counts as not responding (255).
     #[arg(long, env = "SALTPETER_RESPONSE_DEADLINE", default_value_t = 10)]
     pub response_deadline: u64,
@@ -53,6 +62,9 @@ pub async fn run(
         agent_bind: args.websocket_bind,
         websocket_host: args.websocket_host,
         wrapper_path: args.wrapper_path,
+        api: args.api,
+        api_port: args.api_port,
+        api_bind: args.api_bind,
         response_deadline: Duration::from_secs(args.response_deadline),
         heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout),
         shutdown_grace: Duration::from_secs(10),

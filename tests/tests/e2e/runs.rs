@@ -244,6 +244,50 @@ asyncio.run(main())
     assert!(sidecar.log().contains("token that does not match"), "the rejection is logged");
 }
 
+#[test]
+fn kill_gives_143_and_leaves_no_process() {
+    let lab = Lab::shared();
+    let marker = format!("sp-kill-{}", std::process::id());
+    let command = format!("trap '' TERM; sleep 300; echo {marker}");
+    let jobs = job("killme", &format!("targets: minion-2\ncommand: {command:?}"));
+    let sidecar = Sidecar::start(lab, &jobs);
+    let running = wait_until("a run of killme whose agent started", LIMIT, || {
+        sidecar
+            .all_runs("killme")
+            .into_iter()
+            .find(|r| r.results.iter().any(|m| m.phase == "running"))
+    });
+    let out = sidecar.cli(&["kill", &running.instance]);
+    assert!(out.status.success(), "{out:?}");
+    let run = sidecar.wait_for_run("killme", LIMIT, |r| r.instance == running.instance);
+    assert_eq!((run.status.as_str(), run.results[0].retcode), ("killed", Some(143)), "{run:#?}");
+    assert!(run.results[0].output.contains("SIGKILL"), "the escalation is in the output: {run:#?}");
+    let survivors = processes_mentioning(&marker);
+    assert!(survivors.is_empty(), "processes of the job survived: {survivors:?}");
+    let again = sidecar.cli(&["kill", &running.instance]);
+    assert!(!again.status.success(), "a finished run cannot be killed");
+}
+
+#[test]
+fn run_now_starts_a_job_outside_its_schedule() {
+    let lab = Lab::shared();
+    let jobs = "rare:\n  sec: 0\n  min: 0\n  hour: 0\n  dom: 1\n  mon: 1\n  dow: '*'\n  targets: minion-1\n  command: 'echo now'\n";
+    let sidecar = Sidecar::start(lab, jobs);
+    let out = sidecar.cli(&["run", "rare", "--now"]);
+    assert!(out.status.success(), "{out:?}");
+    let run = sidecar.wait_for_run("rare", LIMIT, |_| true);
+    assert_eq!(
+        (run.status.as_str(), run.results[0].output.as_str()),
+        ("succeeded", "now\n"),
+        "{run:#?}"
+    );
+    let unknown = sidecar.cli(&["run", "nosuchjob", "--now"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no job named nosuchjob"),
+        "{unknown:?}"
+    );
+}
+
 /// Waits for `child` to exit and returns its standard output.
 fn wait_for_exit(mut child: std::process::Child, limit: Duration) -> String {
     use std::io::Read as _;
