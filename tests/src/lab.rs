@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
@@ -62,6 +63,7 @@ impl Lab {
         if let Some(version) = salt_version_wanted() {
             cmd.args(["--salt-version", &version]);
         }
+        let started = Instant::now();
         let out = cmd.output().context("cannot run scripts/saltlab up")?;
         if !out.status.success() {
             bail!(
@@ -71,7 +73,16 @@ impl Lab {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Lab::describe(&dir)
+        let lab = Lab::describe(&dir)?;
+        // Shown with a failing test's output: how long the lab took is often the clue.
+        eprintln!(
+            "salt lab {} (salt {}, {} minions) up in {:.1?}",
+            dir.display(),
+            lab.salt_version,
+            lab.minions.len(),
+            started.elapsed()
+        );
+        Ok(lab)
     }
 
     /// The lab shared by all tests of this binary (the default `LabConfig`), started on first

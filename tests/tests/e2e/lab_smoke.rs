@@ -120,13 +120,43 @@ fn the_default_venv_has_salt_and_the_original_saltpeter() {
 }
 
 #[test]
-fn a_dedicated_lab_survives_a_master_and_a_minion_restart() {
-    let lab =
-        Lab::start(LabConfig { minions: 1, ..LabConfig::default() }).expect("a one-minion lab");
+fn a_dedicated_lab_takes_its_own_config_and_survives_restarts() {
+    let roots = tempfile::tempdir().expect("tempdir");
+    let (files, pillar) = (roots.path().join("files"), roots.path().join("pillar"));
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::create_dir_all(&pillar).unwrap();
+    std::fs::write(files.join("hello.txt"), "hello from a test's own file root\n").unwrap();
+    std::fs::write(pillar.join("top.sls"), "base:\n  '*':\n    - extra\n").unwrap();
+    std::fs::write(pillar.join("extra.sls"), "extra: 42\n").unwrap();
+    let lab = Lab::start(LabConfig {
+        minions: 1,
+        master_extra: vec!["nodegroups:\n  blue: 'G@color:blue'\n".to_owned()],
+        file_roots: vec![files],
+        pillar_roots: vec![pillar],
+        grains: [("minion-1".to_owned(), json!({"color": "blue"}))].into(),
+    })
+    .expect("a one-minion lab");
     let shared = Lab::shared();
     assert_ne!(lab.ret_port, shared.ret_port, "two labs on one port");
     assert_ne!(lab.dir, shared.dir);
     let pong = minion_map(&[("minion-1", json!(true))]);
+
+    // The test's config comes on top of the defaults, which stay.
+    assert_eq!(salt_json(&lab, &["-N", "blue", "test.ping"]), pong);
+    assert_eq!(salt_json(&lab, &["-N", "web", "test.ping"]), pong);
+    let grains = salt_json(&lab, &["minion-1", "grains.item", "color", "role"]);
+    assert_eq!(grains, minion_map(&[("minion-1", json!({"color": "blue", "role": "web"}))]));
+    let file = salt_json(&lab, &["minion-1", "cp.get_file_str", "salt://hello.txt"]);
+    assert_eq!(file, minion_map(&[("minion-1", json!("hello from a test's own file root\n"))]));
+    let mut args = vec!["minion-1"];
+    args.extend(pillar_get_args(&lab.salt_version));
+    let lab_pillar = json!({"id": "minion-1", "role": "web"});
+    assert_eq!(salt_json(&lab, &args), minion_map(&[("minion-1", lab_pillar)]));
+    let mut args = vec!["minion-1", "pillar.get", "extra"];
+    if lab.salt_version.starts_with("3008") {
+        args.push("unmask=True");
+    }
+    assert_eq!(salt_json(&lab, &args), minion_map(&[("minion-1", json!(42))]));
 
     lab.stop_master();
     assert!(
