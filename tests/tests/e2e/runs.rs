@@ -288,6 +288,53 @@ fn run_now_starts_a_job_outside_its_schedule() {
     );
 }
 
+#[test]
+fn a_stopped_agent_is_heartbeat_lost_253() {
+    let lab = Lab::shared();
+    let jobs = job("frozen", "targets: minion-3\ncommand: 'sleep 120'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let running = wait_until("a run of frozen whose agent started", LIMIT, || {
+        sidecar
+            .all_runs("frozen")
+            .into_iter()
+            .find(|r| r.results.iter().any(|m| m.phase == "running"))
+    });
+    let agents = agent_processes(&running.instance);
+    assert!(!agents.is_empty(), "the agent of {} runs", running.instance);
+    signal("STOP", &agents);
+    let run = sidecar.wait_for_run("frozen", LIMIT, |r| r.instance == running.instance);
+    signal("CONT", &agents);
+    assert_eq!(run.results[0].retcode, Some(253), "{run:#?}");
+    // Clean up the job the frozen agent still runs.
+    let _ = lab.salt(&["minion-3", "cmd.run", "pkill -f 'sleep 120'"]);
+}
+
+/// Pids of the agent daemons serving `instance` (their environment names it).
+fn agent_processes(instance: &str) -> Vec<String> {
+    let needle = format!("SP_JOB_INSTANCE={instance}");
+    let mut pids = Vec::new();
+    for entry in fs_err::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let exe = std::fs::read_link(path.join("exe")).unwrap_or_default();
+        let environ = std::fs::read(path.join("environ")).unwrap_or_default();
+        if exe.to_string_lossy().contains("saltpeter-agent")
+            && environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())
+        {
+            pids.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    pids
+}
+
+fn signal(name: &str, pids: &[String]) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids)
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pids:?}");
+}
+
 /// Waits for `child` to exit and returns its standard output.
 fn wait_for_exit(mut child: std::process::Child, limit: Duration) -> String {
     use std::io::Read as _;
