@@ -25,10 +25,10 @@ impl Lines {
             if trimmed.len() == line.len() {
                 current = Some(key.clone());
                 jobs.entry(key).or_insert((number, HashMap::new()));
-            } else if let Some(job) = &current {
-                if let Some((_, fields)) = jobs.get_mut(job) {
-                    fields.entry(key).or_insert(number);
-                }
+            } else if let Some(job) = &current
+                && let Some((_, fields)) = jobs.get_mut(job)
+            {
+                fields.entry(key).or_insert(number);
             }
         }
         Lines { jobs }

@@ -80,10 +80,8 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
             maintenance_found = Some((m, file.path.clone()));
         }
     }
-    if settings_errors {
-        if let Some(prev) = previous {
-            settings = prev.settings.clone();
-        }
+    if settings_errors && let Some(prev) = previous {
+        settings = prev.settings.clone();
     }
 
     // Then jobs, by name, remembering every file that defines each.

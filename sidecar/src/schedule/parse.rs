@@ -131,7 +131,7 @@ pub(super) fn field(field: Field, text: &str) -> Result<Parsed, FieldError> {
     let mut parsed = Parsed::default();
     for item in lower.split(',') {
         parsed.any |= item == "*" || item == "?";
-        item_into(field, item, &mut parsed).map_err(|why| fail(why))?;
+        item_into(field, item, &mut parsed).map_err(&fail)?;
     }
     Ok(parsed)
 }
@@ -235,13 +235,13 @@ fn item_into(field: Field, item: &str, parsed: &mut Parsed) -> Result<(), String
             "has `{item}`: the range starts after it ends ({start} > {end}); ranges do not wrap around"
         ));
     }
-    if let Some(step) = step {
-        if start + step > limit {
-            return Err(format!(
-                "has `{item}`: the first step from {start} lands on {}, past {limit} (the original's library rejects this)",
-                start + step
-            ));
-        }
+    if let Some(step) = step
+        && start + step > limit
+    {
+        return Err(format!(
+            "has `{item}`: the first step from {start} lands on {}, past {limit} (the original's library rejects this)",
+            start + step
+        ));
     }
     let mut v = start;
     while v <= end {

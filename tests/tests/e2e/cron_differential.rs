@@ -71,10 +71,11 @@ impl Rng {
         self.next() % n
     }
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + i64::try_from(self.below(u64::try_from(hi - lo + 1).unwrap())).unwrap()
+        let span = u64::try_from(hi - lo + 1).expect("lo <= hi");
+        lo + i64::try_from(self.below(span)).expect("small")
     }
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[usize::try_from(self.below(items.len() as u64)).unwrap()]
+        items[usize::try_from(self.below(items.len() as u64)).expect("small")]
     }
 }
 
