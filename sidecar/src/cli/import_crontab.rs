@@ -226,3 +226,6 @@ fn percent(command: &str) -> String {
     }
     format!("{} <<'SALTPETER_STDIN'\n{input}\nSALTPETER_STDIN", cmd.trim_end())
 }
+
+#[cfg(test)]
+mod tests;
