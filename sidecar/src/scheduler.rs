@@ -157,12 +157,13 @@ async fn run(
     cancel: CancellationToken,
 ) {
     loop {
-        for d in table.take_due(clock.now()) {
-            // Backpressure from the run engine, but never past a shutdown.
-            tokio::select! {
-                sent = due.send(d) => if sent.is_err() { return },
-                () = cancel.cancelled() => return,
-            }
+        // The slots due now go out first; the next slots are computed after, off the hot path.
+        let now = clock.now();
+        let first = table.take_first(now);
+        let sent = send_all(first, &due, &cancel).await;
+        let later = table.advance(now);
+        if sent.is_err() || send_all(later, &due, &cancel).await.is_err() {
+            return;
         }
         let wait = table
             .next_deadline()
@@ -183,6 +184,17 @@ async fn run(
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Sends in order, with backpressure from the run engine, but never past a shutdown.
+async fn send_all(batch: Vec<Due>, due: &mpsc::Sender<Due>, cancel: &CancellationToken) -> Result<(), ()> {
+    for d in batch {
+        tokio::select! {
+            sent = due.send(d) => sent.map_err(|_| ())?,
+            () = cancel.cancelled() => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 async fn handle(

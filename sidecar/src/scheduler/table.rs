@@ -1,7 +1,7 @@
 //! `JobTable`: every job's next slot, and what is due at a given instant. Pure: `now` is always a
 //! parameter, so tests feed instants instead of waiting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +26,18 @@ struct Entry {
 #[derive(Default)]
 pub struct JobTable {
     entries: HashMap<JobName, Entry>,
-    /// (next slot, job) for every scheduled entry: the earliest is the timer's deadline.
-    queue: BTreeSet<(DateTime<Utc>, JobName)>,
+    /// The jobs due at each pending instant: the first key is the timer's deadline. One bucket
+    /// per instant makes a burst (10,000 jobs at `0 0 * * *`) one map operation, not 10,000.
+    queue: BTreeMap<DateTime<Utc>, HashSet<JobName>>,
+    /// Jobs whose slot `take_first` emitted and whose next slot `advance` has yet to compute.
+    taken: Vec<(JobName, DateTime<Utc>, Emitted)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emitted {
+    Yes,
+    /// Too late for the window: `advance` applies the job's `catch_up` to it.
+    Missed,
 }
 
 impl JobTable {
@@ -58,7 +68,7 @@ impl JobTable {
     fn insert(&mut self, job: Arc<Job>, from: DateTime<Utc>) {
         let next = if job.enabled { job.schedule.next_after(from) } else { None };
         if let Some(at) = next {
-            self.queue.insert((at, job.name.clone()));
+            self.enqueue(at, job.name.clone());
         }
         self.entries.insert(job.name.clone(), Entry { job, next });
     }
@@ -66,9 +76,22 @@ impl JobTable {
     fn remove(&mut self, name: &JobName) -> Option<Entry> {
         let entry = self.entries.remove(name)?;
         if let Some(at) = entry.next {
-            self.queue.remove(&(at, name.clone()));
+            self.dequeue(at, name);
         }
         Some(entry)
+    }
+
+    fn enqueue(&mut self, at: DateTime<Utc>, name: JobName) {
+        self.queue.entry(at).or_default().insert(name);
+    }
+
+    fn dequeue(&mut self, at: DateTime<Utc>, name: &JobName) {
+        if let Some(bucket) = self.queue.get_mut(&at) {
+            bucket.remove(name);
+            if bucket.is_empty() {
+                self.queue.remove(&at);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -85,7 +108,7 @@ impl JobTable {
 
     /// The earliest pending slot of any job.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(at, _)| *at)
+        self.queue.first_key_value().map(|(at, _)| *at)
     }
 
     /// The next slot of one job.
@@ -117,7 +140,7 @@ impl JobTable {
                         && job.enabled
                         && at > now - chrono::Duration::seconds(1) =>
                 {
-                    self.queue.insert((at, name.clone()));
+                    self.enqueue(at, name.clone());
                     self.entries
                         .insert(name.clone(), Entry { job: Arc::new(job.clone()), next: Some(at) });
                 }
@@ -126,27 +149,55 @@ impl JobTable {
         }
     }
 
-    /// Everything due at `now`, in slot order per job; each job's next slot moves past `now`.
+    /// Everything due at `now`, in slot order (then by name); each job's next slot moves past `now`.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Due> {
+        let mut due = self.take_first(now);
+        due.extend(self.advance(now));
+        due.sort_by(|a, b| (a.scheduled, &a.job.name).cmp(&(b.scheduled, &b.job.name)));
+        due
+    }
+
+    /// Phase one of `take_due`, the fast part the timer sends at once: the earliest due slot of
+    /// each due job. Call `advance` right after: until then those jobs have no next slot.
+    pub fn take_first(&mut self, now: DateTime<Utc>) -> Vec<Due> {
         let mut due = Vec::new();
-        while let Some((at, name)) = self.queue.first().cloned() {
-            if at > now {
+        while let Some(entry) = self.queue.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            self.queue.pop_first();
+            let (at, names) = entry.remove_entry();
+            due.reserve(names.len());
+            for name in names {
+                let Some(e) = self.entries.get_mut(&name) else { continue };
+                e.next = None;
+                let late = (now - at).to_std().unwrap_or_default();
+                let window = e.job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
+                let emitted = if late <= window {
+                    due.push(Due { job: e.job.clone(), scheduled: at, trigger: Trigger::Schedule, late_by: late });
+                    Emitted::Yes
+                } else {
+                    Emitted::Missed
+                };
+                self.taken.push((name, at, emitted));
+            }
+        }
+        due
+    }
+
+    /// Phase two: computes the next slot of each job `take_first` took; returns the further slots
+    /// that had already passed (a late wake-up), and the catch-up of those missed beyond the window.
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Due> {
+        let mut due = Vec::new();
+        for (name, first, emitted) in std::mem::take(&mut self.taken) {
             let Some(entry) = self.entries.get_mut(&name) else { continue };
             let job = entry.job.clone();
             let window = job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
-            let (mut slot, mut missed) = (Some(at), Vec::new());
+            let mut missed = if emitted == Emitted::Missed { vec![first] } else { Vec::new() };
+            let mut slot = job.schedule.next_after(first);
             while let Some(s) = slot.filter(|s| *s <= now) {
                 let late = (now - s).to_std().unwrap_or_default();
                 if late <= window {
-                    due.push(Due {
-                        job: job.clone(),
-                        scheduled: s,
-                        trigger: Trigger::Schedule,
-                        late_by: late,
-                    });
+                    due.push(Due { job: job.clone(), scheduled: s, trigger: Trigger::Schedule, late_by: late });
                 } else if missed.len() < MAX_BACKLOG {
                     missed.push(s);
                 }
@@ -157,7 +208,7 @@ impl JobTable {
             }
             entry.next = slot;
             if let Some(s) = slot {
-                self.queue.insert((s, name));
+                self.enqueue(s, name);
             }
         }
         due.sort_by_key(|d| d.scheduled);
