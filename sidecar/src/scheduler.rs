@@ -187,7 +187,11 @@ async fn run(
 }
 
 /// Sends in order, with backpressure from the run engine, but never past a shutdown.
-async fn send_all(batch: Vec<Due>, due: &mpsc::Sender<Due>, cancel: &CancellationToken) -> Result<(), ()> {
+async fn send_all(
+    batch: Vec<Due>,
+    due: &mpsc::Sender<Due>,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
     for d in batch {
         tokio::select! {
             sent = due.send(d) => sent.map_err(|_| ())?,

@@ -466,6 +466,13 @@ impl Validator {
         match value {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
+            // YAML 1.1 booleans, as the original's parser read them.
+            Some(Value::String(s)) if matches!(s.to_lowercase().as_str(), "yes" | "y" | "on") => {
+                Some(true)
+            }
+            Some(Value::String(s)) if matches!(s.to_lowercase().as_str(), "no" | "n" | "off") => {
+                Some(false)
+            }
             Some(other) => {
                 self.err(field, format!("{} is not true or false", show(other)));
                 None

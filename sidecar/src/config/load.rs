@@ -106,7 +106,12 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
                 continue;
             }
             let checked = match serde_yaml::from_value::<RawJob>(value.clone()) {
-                Ok(raw) => validate(name, raw, &cx),
+                Ok(mut raw) => {
+                    let octal = yaml11_octal(&mut raw, &file.lines, name);
+                    let mut checked = validate(name, raw, &cx);
+                    checked.warnings.extend(octal);
+                    checked
+                }
                 Err(_) => super::job::Checked {
                     job: None,
                     errors: vec![(
@@ -181,6 +186,36 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
         jobs,
         report,
     })
+}
+
+/// PyYAML (the original's parser, YAML 1.1) reads an unquoted `010` as octal 8; YAML 1.2 (ours)
+/// reads it as the string "010". Cron fields written that way keep the original's meaning.
+fn yaml11_octal(raw: &mut RawJob, lines: &Lines, job: &str) -> Vec<(Option<String>, String)> {
+    let mut warnings = Vec::new();
+    let fields = [
+        ("sec", &mut raw.sec),
+        ("min", &mut raw.min),
+        ("hour", &mut raw.hour),
+        ("dom", &mut raw.dom),
+        ("mon", &mut raw.mon),
+        ("dow", &mut raw.dow),
+        ("year", &mut raw.year),
+    ];
+    for (key, value) in fields {
+        let Some(Value::String(text)) = value.as_ref() else { continue };
+        let octal = text.len() > 1
+            && text.starts_with('0')
+            && text.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            && lines.written(job, key) == Some(text.as_str());
+        if let (true, Ok(n)) = (octal, u64::from_str_radix(text, 8)) {
+            warnings.push((
+                Some(key.to_owned()),
+                format!("{text} is YAML 1.1 octal, read as {n} as the original did; write {n}, or '{text}' (quoted) for {}", text.trim_start_matches('0')),
+            ));
+            *value = Some(Value::Number(n.into()));
+        }
+    }
+    warnings
 }
 
 fn push_all(report: &mut Report, file: &Path, job: &str, lines: &Lines, v: Validator) {

@@ -216,3 +216,21 @@ async fn hot_reload_follows_real_files() {
     cancel.cancel();
     task.await.expect("watch task");
 }
+
+#[test]
+fn yaml_1_1_octal_and_booleans_keep_the_originals_meaning() {
+    let dir = dir_with(&[(
+        "o.yaml",
+        "j:\n  min: 010\n  hour: '010'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n  command: x\n  targets: y\n  use_wrapper: no\n",
+    )]);
+    let loaded = load_dir(dir.path(), now()).expect("load");
+    let job = &loaded.jobs[&JobName::new("j")];
+    assert_eq!(job.schedule.cron().as_str(), "0 8 010 * * * *");
+    assert!(!job.use_wrapper);
+    assert_eq!(
+        messages(&dir, &loaded.report.warnings),
+        [
+            "o.yaml:2: job `j`: `min`: 010 is YAML 1.1 octal, read as 8 as the original did; write 8, or '010' (quoted) for 10",
+        ]
+    );
+}

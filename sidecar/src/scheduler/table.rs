@@ -173,7 +173,12 @@ impl JobTable {
                 let late = (now - at).to_std().unwrap_or_default();
                 let window = e.job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
                 let emitted = if late <= window {
-                    due.push(Due { job: e.job.clone(), scheduled: at, trigger: Trigger::Schedule, late_by: late });
+                    due.push(Due {
+                        job: e.job.clone(),
+                        scheduled: at,
+                        trigger: Trigger::Schedule,
+                        late_by: late,
+                    });
                     Emitted::Yes
                 } else {
                     Emitted::Missed
@@ -197,7 +202,12 @@ impl JobTable {
             while let Some(s) = slot.filter(|s| *s <= now) {
                 let late = (now - s).to_std().unwrap_or_default();
                 if late <= window {
-                    due.push(Due { job: job.clone(), scheduled: s, trigger: Trigger::Schedule, late_by: late });
+                    due.push(Due {
+                        job: job.clone(),
+                        scheduled: s,
+                        trigger: Trigger::Schedule,
+                        late_by: late,
+                    });
                 } else if missed.len() < MAX_BACKLOG {
                     missed.push(s);
                 }
