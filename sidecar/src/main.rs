@@ -6,7 +6,15 @@ use clap::Parser as _;
 use saltpeter::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Usage errors exit 64 (EX_USAGE); --help and --version exit 0.
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => subscriber.json().init(),

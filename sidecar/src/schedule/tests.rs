@@ -316,7 +316,7 @@ fn field_strategy(lo: u32, hi: u32, names: &'static [&'static str]) -> BoxedStra
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(192))]
     #[test]
     fn next_after_is_the_first_match(
         sec in field_strategy(0, 59, &[]),
