@@ -209,3 +209,27 @@ async fn the_timer_task_emits_due_events_on_time_and_answers_its_handle() {
     tasks.close();
     tasks.wait().await;
 }
+
+#[test]
+fn through_both_dst_changes_each_wall_clock_slot_fires_once() {
+    let yaml = job("berlin", "0", "  timezone: Europe/Berlin\n").replace("min: '*'", "min: '*/30'");
+    for (from, expected) in [
+        // Fall back, 2026-10-25: 02:00-03:00 local happens twice; its slots fire in the first pass.
+        ("2026-10-24T23:45:00Z", &["00:00", "00:30", "02:00"][..]),
+        // Spring forward, 2026-03-29: 02:00-03:00 local does not exist; its slots fire once at 03:00.
+        ("2026-03-29T00:15:00Z", &["00:30", "01:00", "01:30", "02:00", "02:30"][..]),
+    ] {
+        let mut t = JobTable::new(jobs(&yaml).into_values(), at(from));
+        let mut fired = Vec::new();
+        let mut now = at(from);
+        // Feed every 10 s for 2 h 30 min: each slot is emitted once, on time.
+        for _ in 0..(150 * 6) {
+            now += chrono::Duration::seconds(10);
+            for d in t.take_due(now) {
+                assert_eq!(d.late_by, Duration::ZERO);
+                fired.push(d.scheduled.format("%H:%M").to_string());
+            }
+        }
+        assert_eq!(fired, expected, "from {from}");
+    }
+}
