@@ -6,6 +6,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod joblog;
+pub mod runs;
 pub mod salt;
 pub mod schedule;
 pub mod scheduler;
+pub mod store;

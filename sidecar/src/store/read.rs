@@ -1,0 +1,212 @@
+//! Queries. Each is a function of a connection and plain values, run on the blocking pool by
+//! `StoreHandle`.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{RunStatus, Stream, Trigger};
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub instance: String,
+    pub job: String,
+    pub group: String,
+    pub scheduled: DateTime<Utc>,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    pub reason: String,
+    pub created: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+}
+
+/// One minion's result in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRow {
+    pub minion: String,
+    pub phase: String,
+    pub retcode: Option<i32>,
+    pub reason: String,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+    /// Bytes of output received, kept or not.
+    pub output_bytes: u64,
+    /// Bytes of output dropped by the per-minion cap.
+    pub output_dropped: u64,
+}
+
+/// A stored piece of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub offset: u64,
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+/// Which runs to list. Empty fields match everything; pages go backwards from `before`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub status: Option<RunStatus>,
+    pub minion: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Only runs scheduled before this instant (the last row of the previous page).
+    pub before: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+const RUN_COLUMNS: &str = "instance, job, job_group, scheduled_at, trigger, status, reason, \
+                           created_at, started_at, finished_at";
+
+fn time(ms: i64) -> rusqlite::Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single().ok_or(rusqlite::Error::IntegralValueOutOfRange(0, ms))
+}
+
+fn opt_time(ms: Option<i64>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    ms.map(time).transpose()
+}
+
+fn bad_text(column: usize, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown value {value:?}").into(),
+    )
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let trigger: String = row.get(4)?;
+    let status: String = row.get(5)?;
+    Ok(RunRow {
+        instance: row.get(0)?,
+        job: row.get(1)?,
+        group: row.get(2)?,
+        scheduled: time(row.get(3)?)?,
+        trigger: Trigger::parse(&trigger).ok_or_else(|| bad_text(4, &trigger))?,
+        status: RunStatus::parse(&status).ok_or_else(|| bad_text(5, &status))?,
+        reason: row.get(6)?,
+        created: time(row.get(7)?)?,
+        started: opt_time(row.get(8)?)?,
+        finished: opt_time(row.get(9)?)?,
+    })
+}
+
+pub(super) fn runs(c: &Connection, f: &RunFilter) -> rusqlite::Result<Vec<RunRow>> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, value: Value| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(job) = &f.job {
+        arg(&mut sql, " AND job = ?", Value::Text(job.clone()));
+    }
+    if let Some(status) = f.status {
+        arg(&mut sql, " AND status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(minion) = &f.minion {
+        arg(
+            &mut sql,
+            " AND instance IN (SELECT instance FROM results WHERE minion = ?)",
+            Value::Text(minion.clone()),
+        );
+    }
+    if let Some(since) = f.since {
+        arg(&mut sql, " AND scheduled_at >= ?", Value::Integer(since.timestamp_millis()));
+    }
+    if let Some(until) = f.until {
+        arg(&mut sql, " AND scheduled_at < ?", Value::Integer(until.timestamp_millis()));
+    }
+    if let Some(before) = f.before {
+        arg(&mut sql, " AND scheduled_at < ?", Value::Integer(before.timestamp_millis()));
+    }
+    arg(
+        &mut sql,
+        " ORDER BY scheduled_at DESC, created_at DESC LIMIT ?",
+        Value::Integer(f.limit.into()),
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), run_row)?;
+    rows.collect()
+}
+
+pub(super) fn run(c: &Connection, instance: &str) -> rusqlite::Result<Option<RunRow>> {
+    c.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE instance = ?1"),
+        params![instance],
+        run_row,
+    )
+    .optional()
+}
+
+pub(super) fn results(c: &Connection, instance: &str) -> rusqlite::Result<Vec<ResultRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT minion, phase, retcode, reason, started_at, finished_at, output_bytes, output_dropped
+         FROM results WHERE instance = ?1 ORDER BY minion",
+    )?;
+    let rows = stmt.query_map(params![instance], |row| {
+        Ok(ResultRow {
+            minion: row.get(0)?,
+            phase: row.get(1)?,
+            retcode: row.get(2)?,
+            reason: row.get(3)?,
+            started: opt_time(row.get(4)?)?,
+            finished: opt_time(row.get(5)?)?,
+            output_bytes: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
+            output_dropped: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn output(
+    c: &Connection,
+    instance: &str,
+    minion: &str,
+    offset: u64,
+    limit: u64,
+) -> rusqlite::Result<Vec<OutputChunk>> {
+    // The chunk containing `offset` too, so a reader resuming mid-chunk gets the rest of it.
+    let mut stmt = c.prepare_cached(
+        "SELECT offset, stream, data FROM output
+         WHERE instance = ?1 AND minion = ?2 AND offset + LENGTH(data) > ?3 ORDER BY offset",
+    )?;
+    let offset_i = i64::try_from(offset).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(params![instance, minion, offset_i])?;
+    let mut chunks = Vec::new();
+    let mut taken = 0u64;
+    while let Some(row) = rows.next()? {
+        let stream: String = row.get(1)?;
+        let chunk = OutputChunk {
+            offset: row.get::<_, i64>(0)?.try_into().unwrap_or(0),
+            stream: Stream::parse(&stream).ok_or_else(|| bad_text(1, &stream))?,
+            data: row.get(2)?,
+        };
+        taken += chunk.data.len() as u64;
+        chunks.push(chunk);
+        if taken >= limit {
+            break;
+        }
+    }
+    Ok(chunks)
+}
+
+pub(super) fn open_runs(c: &Connection) -> rusqlite::Result<Vec<RunRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('pending', 'running') ORDER BY scheduled_at"
+    ))?;
+    let rows = stmt.query_map([], run_row)?;
+    rows.collect()
+}
+
+pub(super) fn last_slot(c: &Connection, job: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let ms: Option<i64> = c.query_row(
+        "SELECT MAX(scheduled_at) FROM runs WHERE job = ?1 AND trigger IN ('schedule', 'catch-up')",
+        params![job],
+        |row| row.get(0),
+    )?;
+    opt_time(ms)
+}

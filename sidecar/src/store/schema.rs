@@ -1,0 +1,109 @@
+//! Opening the database and its versioned schema. `PRAGMA user_version` holds the number of
+//! migrations applied; each migration runs once, in its own transaction, in order. Never edit a
+//! released migration: add a new one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// The migrations, in order. Times are milliseconds since the Unix epoch, UTC.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, per-minion results, output chunks, maintenance, audit.
+    "CREATE TABLE runs (
+        instance     TEXT PRIMARY KEY,
+        job          TEXT NOT NULL,
+        job_group    TEXT NOT NULL,
+        scheduled_at INTEGER NOT NULL,
+        trigger      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        created_at   INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_by_job ON runs (job, scheduled_at);
+    CREATE INDEX runs_by_time ON runs (scheduled_at);
+    CREATE INDEX runs_open ON runs (status) WHERE status IN ('pending', 'running');
+
+    CREATE TABLE results (
+        instance       TEXT NOT NULL REFERENCES runs (instance) ON DELETE CASCADE,
+        minion         TEXT NOT NULL,
+        phase          TEXT NOT NULL,
+        retcode        INTEGER,
+        reason         TEXT NOT NULL DEFAULT '',
+        started_at     INTEGER,
+        finished_at    INTEGER,
+        output_bytes   INTEGER NOT NULL DEFAULT 0,
+        output_dropped INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (instance, minion)
+    ) WITHOUT ROWID;
+    CREATE INDEX results_by_minion ON results (minion);
+
+    CREATE TABLE output (
+        instance TEXT NOT NULL,
+        minion   TEXT NOT NULL,
+        offset   INTEGER NOT NULL,
+        stream   TEXT NOT NULL,
+        data     BLOB NOT NULL,
+        PRIMARY KEY (instance, minion, offset),
+        FOREIGN KEY (instance, minion) REFERENCES results (instance, minion) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+
+    CREATE TABLE maintenance (
+        id         INTEGER PRIMARY KEY,
+        scope      TEXT NOT NULL,
+        target     TEXT NOT NULL DEFAULT '',
+        who        TEXT NOT NULL,
+        why        TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        until      INTEGER,
+        ended_at   INTEGER
+    );
+
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY,
+        at     INTEGER NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );",
+];
+
+/// The schema version this build writes.
+pub(super) fn current_version() -> u32 {
+    u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
+}
+
+/// Opens a connection with the settings every connection uses.
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    // WAL: readers never block the writer. synchronous=FULL: a committed result survives a power
+    // loss, not only a crash of ours; the writer batches, so this costs one fsync per batch.
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to [`current_version`].
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = current_version();
+    if found > known {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let err = |source| StoreError::Migrate { path: path.to_path_buf(), version, source };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}

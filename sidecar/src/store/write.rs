@@ -1,0 +1,327 @@
+//! The writer: the one connection that writes, fed by a bounded queue. Each batch of queued writes
+//! is one transaction; each write inside it is a savepoint, so one bad write is reported and rolled
+//! back alone while the rest of the batch commits.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::mpsc;
+use tracing::error;
+
+use super::{Envelope, RunStatus, Stream, Trigger};
+
+/// Most writes committed in one transaction.
+const BATCH: usize = 512;
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A slot about to be dispatched (or skipped). Idempotent: a second create of the same
+    /// instance changes nothing.
+    CreateRun {
+        instance: String,
+        job: String,
+        group: String,
+        scheduled: DateTime<Utc>,
+        trigger: Trigger,
+        status: RunStatus,
+        reason: String,
+        created: DateTime<Utc>,
+    },
+    /// A new status for a run. `started` and `finished` are set once: later values are ignored.
+    UpdateRun {
+        instance: String,
+        status: RunStatus,
+        reason: String,
+        started: Option<DateTime<Utc>>,
+        finished: Option<DateTime<Utc>>,
+    },
+    /// A minion's result: created on first mention, then updated. `started` and `finished` are
+    /// set once; `retcode` once set is final.
+    MinionResult {
+        instance: String,
+        minion: String,
+        phase: String,
+        retcode: Option<i32>,
+        reason: String,
+        started: Option<DateTime<Utc>>,
+        finished: Option<DateTime<Utc>>,
+    },
+    /// A chunk of a minion's output at byte `offset` of its combined stream. A chunk already
+    /// stored at that offset (a resend after a reconnect) is ignored. Past `cap` bytes per
+    /// minion the first half of the cap is kept and the newest output fills the second half, so
+    /// both how it started and how it ended survive; what falls out is counted.
+    Output {
+        instance: String,
+        minion: String,
+        offset: u64,
+        stream: Stream,
+        data: Vec<u8>,
+        cap: u64,
+    },
+    StartMaintenance {
+        scope: String,
+        target: String,
+        who: String,
+        why: String,
+        at: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    },
+    EndMaintenance {
+        id: i64,
+        at: DateTime<Utc>,
+    },
+    Audit {
+        at: DateTime<Utc>,
+        actor: String,
+        action: String,
+        detail: String,
+    },
+    /// Retention: deletes finished runs scheduled before `before`, and of each job all but its
+    /// newest `keep_per_job` finished runs.
+    Prune {
+        before: DateTime<Utc>,
+        keep_per_job: Option<u32>,
+    },
+}
+
+/// The writer loop: runs on the blocking pool until every handle is dropped and the queue is
+/// drained.
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Envelope>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Envelope>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let committed = (|| -> rusqlite::Result<()> {
+        let mut tx = conn.transaction()?;
+        for envelope in batch.iter() {
+            let mut sp = tx.savepoint()?;
+            match apply(&sp, &envelope.write) {
+                Ok(()) => {
+                    sp.commit()?;
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    error!(error = %e, write = ?Summary(&envelope.write), "A write to the run store failed.");
+                    sp.rollback()?;
+                    outcomes.push(Err(e.to_string()));
+                }
+            }
+        }
+        tx.commit()
+    })();
+    if let Err(e) = &committed {
+        error!(error = %e, writes = batch.len(), "A batch of writes to the run store failed.");
+    }
+    let mut outcomes = outcomes.into_iter();
+    for envelope in batch.drain(..) {
+        let result = match &committed {
+            Ok(()) => {
+                outcomes.next().unwrap_or_else(|| Err("the write was not applied".to_owned()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(done) = envelope.done {
+            // The waiter may have gone away; the write is committed (or reported) either way.
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// Debug form of a write without its data, for logs.
+struct Summary<'a>(&'a Write);
+
+impl std::fmt::Debug for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Write::Output { instance, minion, offset, data, .. } => {
+                write!(f, "Output({instance}, {minion}, @{offset}, {} bytes)", data.len())
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Why one write was not applied.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("there is no run {0}")]
+    NoRun(String),
+}
+
+fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
+    match write {
+        Write::CreateRun { instance, job, group, scheduled, trigger, status, reason, created } => {
+            c.execute(
+                "INSERT INTO runs (instance, job, job_group, scheduled_at, trigger, status, reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (instance) DO NOTHING",
+                params![
+                    instance,
+                    job,
+                    group,
+                    ms(*scheduled),
+                    trigger.as_str(),
+                    status.as_str(),
+                    reason,
+                    ms(*created)
+                ],
+            )?;
+        }
+        Write::UpdateRun { instance, status, reason, started, finished } => {
+            let n = c.execute(
+                "UPDATE runs SET status = ?2, reason = ?3,
+                     started_at = COALESCE(started_at, ?4), finished_at = COALESCE(finished_at, ?5)
+                 WHERE instance = ?1",
+                params![instance, status.as_str(), reason, started.map(ms), finished.map(ms)],
+            )?;
+            if n == 0 {
+                return Err(WriteError::NoRun(instance.clone()));
+            }
+        }
+        Write::MinionResult { instance, minion, phase, retcode, reason, started, finished } => {
+            c.execute(
+                "INSERT INTO results (instance, minion, phase, retcode, reason, started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (instance, minion) DO UPDATE SET
+                     phase = excluded.phase,
+                     retcode = COALESCE(results.retcode, excluded.retcode),
+                     reason = CASE WHEN results.retcode IS NULL THEN excluded.reason ELSE results.reason END,
+                     started_at = COALESCE(results.started_at, excluded.started_at),
+                     finished_at = COALESCE(results.finished_at, excluded.finished_at)",
+                params![
+                    instance,
+                    minion,
+                    phase,
+                    retcode,
+                    reason,
+                    started.map(ms),
+                    finished.map(ms)
+                ],
+            )?;
+        }
+        Write::Output { instance, minion, offset, stream, data, cap } => {
+            append_output(c, instance, minion, *offset, *stream, data, *cap)?;
+        }
+        Write::StartMaintenance { scope, target, who, why, at, until } => {
+            c.execute(
+                "INSERT INTO maintenance (scope, target, who, why, created_at, until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![scope, target, who, why, ms(*at), until.map(ms)],
+            )?;
+        }
+        Write::EndMaintenance { id, at } => {
+            c.execute(
+                "UPDATE maintenance SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+                params![id, ms(*at)],
+            )?;
+        }
+        Write::Audit { at, actor, action, detail } => {
+            c.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![ms(*at), actor, action, detail],
+            )?;
+        }
+        Write::Prune { before, keep_per_job } => {
+            c.execute(
+                "DELETE FROM runs WHERE scheduled_at < ?1 AND status NOT IN ('pending', 'running')",
+                params![ms(*before)],
+            )?;
+            if let Some(keep) = keep_per_job {
+                c.execute(
+                    "DELETE FROM runs WHERE instance IN (
+                         SELECT instance FROM (
+                             SELECT instance, ROW_NUMBER() OVER
+                                 (PARTITION BY job ORDER BY scheduled_at DESC, created_at DESC) AS n
+                             FROM runs WHERE status NOT IN ('pending', 'running'))
+                         WHERE n > ?1)",
+                    params![keep],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn append_output(
+    c: &Connection,
+    instance: &str,
+    minion: &str,
+    offset: u64,
+    stream: Stream,
+    data: &[u8],
+    cap: u64,
+) -> rusqlite::Result<()> {
+    let offset_i = i64::try_from(offset).unwrap_or(i64::MAX);
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM output WHERE instance = ?1 AND minion = ?2 AND offset = ?3",
+            params![instance, minion, offset_i],
+            |_| Ok(()),
+        )
+        .optional()?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    c.execute(
+        "INSERT INTO results (instance, minion, phase) VALUES (?1, ?2, 'running')
+         ON CONFLICT (instance, minion) DO NOTHING",
+        params![instance, minion],
+    )?;
+    let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+    c.execute(
+        "INSERT INTO output (instance, minion, offset, stream, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![instance, minion, offset_i, stream.as_str(), data],
+    )?;
+    c.execute(
+        "UPDATE results SET output_bytes = output_bytes + ?3 WHERE instance = ?1 AND minion = ?2",
+        params![instance, minion, len],
+    )?;
+    // Keep the head (offsets below cap/2) and as much of the newest output as fits in the rest:
+    // while more than `cap` bytes are stored, drop the oldest chunk past the head.
+    let head = i64::try_from(cap / 2).unwrap_or(i64::MAX);
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    loop {
+        let stored: i64 = c.query_row(
+            "SELECT output_bytes - output_dropped FROM results WHERE instance = ?1 AND minion = ?2",
+            params![instance, minion],
+            |row| row.get(0),
+        )?;
+        if stored <= cap {
+            return Ok(());
+        }
+        let oldest: Option<(i64, i64)> = c
+            .query_row(
+                "SELECT offset, LENGTH(data) FROM output
+                 WHERE instance = ?1 AND minion = ?2 AND offset >= ?3 ORDER BY offset LIMIT 1",
+                params![instance, minion, head],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((oldest, dropped)) = oldest else { return Ok(()) };
+        c.execute(
+            "DELETE FROM output WHERE instance = ?1 AND minion = ?2 AND offset = ?3",
+            params![instance, minion, oldest],
+        )?;
+        c.execute(
+            "UPDATE results SET output_dropped = output_dropped + ?3
+             WHERE instance = ?1 AND minion = ?2",
+            params![instance, minion, dropped],
+        )?;
+    }
+}
