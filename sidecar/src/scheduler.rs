@@ -86,7 +86,7 @@ pub enum SchedulerError {
 
 enum Command {
     Reload {
-        jobs: BTreeMap<JobName, Job>,
+        jobs: BTreeMap<JobName, Arc<Job>>,
         reply: oneshot::Sender<JobDiff>,
     },
     RunNow {
@@ -108,7 +108,10 @@ pub struct SchedulerHandle {
 
 impl SchedulerHandle {
     /// Replaces the job set; only added, removed and changed jobs are rescheduled.
-    pub async fn reload(&self, jobs: BTreeMap<JobName, Job>) -> Result<JobDiff, SchedulerError> {
+    pub async fn reload(
+        &self,
+        jobs: BTreeMap<JobName, Arc<Job>>,
+    ) -> Result<JobDiff, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Reload { jobs, reply }).await.map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)
@@ -204,10 +207,17 @@ async fn send_all(
     due: &mpsc::Sender<Due>,
     cancel: &CancellationToken,
 ) -> Result<(), ()> {
-    for d in batch {
-        tokio::select! {
-            sent = due.send(d) => sent.map_err(|_| ())?,
+    // Reserve room for as much of the batch as the channel holds, then send without awaiting
+    // per event: a burst of 10,000 is a handful of awaits, not 10,000.
+    let mut batch = batch.into_iter();
+    while batch.len() > 0 {
+        let room = batch.len().min(due.max_capacity());
+        let permits = tokio::select! {
+            permits = due.reserve_many(room) => permits.map_err(|_| ())?,
             () = cancel.cancelled() => return Err(()),
+        };
+        for (permit, d) in permits.zip(batch.by_ref()) {
+            permit.send(d);
         }
     }
     Ok(())

@@ -68,7 +68,6 @@ fn bad_files_give_verbatim_messages() {
         messages(&dir, &loaded.report.errors),
         [
             "a.yaml:2: is not valid YAML: did not find expected alphabetic or numeric character at line 2 column 9, while scanning an alias at line 2 column 8 (hint: quote values starting with `*`, like '*/5')",
-            "d.yaml: is a list, not a map of job names to jobs",
             "b.yaml:6: job `nightly`: `dow`: 8 is out of range 0-7 (day of the week)",
             "b.yaml:11: job `nightly`: `target_type`: \"globb\" is not one of glob, pcre, list, grain, grain_pcre, pillar, pillar_pcre, nodegroup, range, compound, ipcidr",
             "b.yaml:10: job `nightly`: `timeout`: -1 is negative; give seconds, 0 or more",
@@ -76,6 +75,7 @@ fn bad_files_give_verbatim_messages() {
             "c.yml:1: job `partial`: `mon`: is required (the original drops a job without it)",
             "c.yml:1: job `partial`: `dow`: is required (the original drops a job without it)",
             "c.yml:6: job `partial`: `timezone`: \"Mars/Olympus\" is not an IANA time zone name (like Europe/Berlin or UTC)",
+            "d.yaml: is a list, not a map of job names to jobs",
             "e.yaml:2: job `odd`: `min`: `45/30`: the first step from 45 lands on 75, past 59 (the original's library rejects this)",
             "e.yaml:4: job `odd`: `dom`: `l5`: a leading `L` is only for dow (`L5` = last Friday); dom takes a bare `L`",
             "e.yaml:5: job `odd`: `mon`: 13 is out of range 1-12 (month)",

@@ -42,10 +42,10 @@ enum Emitted {
 
 impl JobTable {
     /// Schedules `jobs` from `now`: the first slot of each is strictly after `now`.
-    pub fn new(jobs: impl IntoIterator<Item = Job>, now: DateTime<Utc>) -> JobTable {
+    pub fn new(jobs: impl IntoIterator<Item = Arc<Job>>, now: DateTime<Utc>) -> JobTable {
         let mut table = JobTable::default();
         for job in jobs {
-            table.insert(Arc::new(job), now);
+            table.insert(job, now);
         }
         table
     }
@@ -53,14 +53,14 @@ impl JobTable {
     /// Schedules `jobs` as if their last recorded slots were `last` (from the run store after a
     /// restart): slots missed since then follow each job's `catch_up`, on the first `take_due`.
     pub fn resume(
-        jobs: impl IntoIterator<Item = Job>,
+        jobs: impl IntoIterator<Item = Arc<Job>>,
         last: &HashMap<JobName, DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> JobTable {
         let mut table = JobTable::default();
         for job in jobs {
             let from = last.get(&job.name).copied().filter(|l| *l < now).unwrap_or(now);
-            table.insert(Arc::new(job), from);
+            table.insert(job, from);
         }
         table
     }
@@ -117,9 +117,9 @@ impl JobTable {
     }
 
     /// Replaces the job set with `jobs`, returning what changed (see `apply`).
-    pub fn reload(&mut self, jobs: &BTreeMap<JobName, Job>, now: DateTime<Utc>) -> JobDiff {
-        let current: BTreeMap<JobName, Job> =
-            self.entries.iter().map(|(n, e)| (n.clone(), (*e.job).clone())).collect();
+    pub fn reload(&mut self, jobs: &BTreeMap<JobName, Arc<Job>>, now: DateTime<Utc>) -> JobDiff {
+        let current: BTreeMap<JobName, Arc<Job>> =
+            self.entries.iter().map(|(n, e)| (n.clone(), e.job.clone())).collect();
         let diff = JobDiff::between(&current, jobs);
         self.apply(jobs, &diff, now);
         diff
@@ -127,7 +127,12 @@ impl JobTable {
 
     /// Applies a reload: only added, removed and changed jobs are touched. A changed job whose
     /// schedule is the same keeps its pending slot (a slot is never emitted twice).
-    pub fn apply(&mut self, jobs: &BTreeMap<JobName, Job>, diff: &JobDiff, now: DateTime<Utc>) {
+    pub fn apply(
+        &mut self,
+        jobs: &BTreeMap<JobName, Arc<Job>>,
+        diff: &JobDiff,
+        now: DateTime<Utc>,
+    ) {
         for name in &diff.removed {
             self.remove(name);
         }
@@ -141,10 +146,9 @@ impl JobTable {
                         && at > now - chrono::Duration::seconds(1) =>
                 {
                     self.enqueue(at, name.clone());
-                    self.entries
-                        .insert(name.clone(), Entry { job: Arc::new(job.clone()), next: Some(at) });
+                    self.entries.insert(name.clone(), Entry { job: job.clone(), next: Some(at) });
                 }
-                _ => self.insert(Arc::new(job.clone()), now),
+                _ => self.insert(job.clone(), now),
             }
         }
     }

@@ -15,7 +15,7 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 /// Jobs from YAML, through the real loader.
-fn jobs(yaml: &str) -> BTreeMap<JobName, Job> {
+fn jobs(yaml: &str) -> BTreeMap<JobName, Arc<Job>> {
     let dir = tempfile::tempdir().expect("dir");
     fs_err::write(dir.path().join("t.yaml"), yaml).expect("write");
     let loaded = config::load_dir(dir.path(), at("2026-01-01T00:00:00Z")).expect("load");
