@@ -87,19 +87,23 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
         let lines = file.lines();
         if let Some(block) = map.get(SETTINGS_KEY) {
             let mut v = Validator { errors: Vec::new(), warnings: Vec::new() };
-            match serde_yaml::from_value::<RawSettings>(block.clone()) {
-                Ok(raw) => apply_settings(&mut settings, raw, &mut v),
-                Err(e) => v.errors.push((None, format!("is not a map of settings: {e}"))),
+            match block {
+                Value::Mapping(m) => {
+                    apply_settings(&mut settings, RawSettings::from_mapping(m.clone()), &mut v)
+                }
+                other => v
+                    .errors
+                    .push((None, format!("{} is not a map of settings", super::job::show(other)))),
             }
             settings_errors |= !v.errors.is_empty();
             push_all(&mut report, &file.path, SETTINGS_KEY, &lines, v);
         }
         if let Some(block) = map.get(MAINTENANCE_KEY) {
             let mut v = Validator { errors: Vec::new(), warnings: Vec::new() };
-            let m = match serde_yaml::from_value::<RawMaintenance>(block.clone()) {
-                Ok(raw) => maintenance(raw, &mut v),
-                Err(e) => {
-                    v.errors.push((None, format!("is not a map: {e}")));
+            let m = match block {
+                Value::Mapping(m) => maintenance(RawMaintenance::from_mapping(m.clone()), &mut v),
+                other => {
+                    v.errors.push((None, format!("{} is not a map", super::job::show(other))));
                     Maintenance::default()
                 }
             };
@@ -141,14 +145,15 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
                 continue;
             }
             let shown = super::job::show(&value);
-            let checked = match serde_yaml::from_value::<RawJob>(value) {
-                Ok(mut raw) => {
+            let checked = match value {
+                Value::Mapping(map) => {
+                    let mut raw = RawJob::from_mapping(map);
                     let octal = yaml11_octal(&mut raw, &lines, name);
                     let mut checked = validate(name, raw, &cx);
                     checked.warnings.extend(octal);
                     checked
                 }
-                Err(_) => super::job::Checked {
+                _ => super::job::Checked {
                     job: None,
                     errors: vec![(None, format!("{shown} is not a map of job keys"))],
                     warnings: Vec::new(),
