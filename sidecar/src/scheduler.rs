@@ -159,26 +159,57 @@ async fn run(
     due: mpsc::Sender<Due>,
     cancel: CancellationToken,
 ) {
+    // A batch taken ahead of its instant (`JobTable::take_first` is pure, so the work of a burst
+    // happens while idle); at the instant only the sends remain.
+    let mut prepared: Option<(DateTime<Utc>, Vec<Due>)> = None;
     loop {
-        // The slots due now go out first; the next slots are computed after, off the hot path.
         let now = clock.now();
-        let first = table.take_first(now);
+        let (first, at) = match prepared.take() {
+            // On time (or nearly): send what was prepared, with the real lateness.
+            Some((at, mut batch)) if now >= at && now - at <= chrono::Duration::seconds(1) => {
+                let late = (now - at).to_std().unwrap_or_default();
+                batch.iter_mut().for_each(|d| d.late_by = late);
+                (batch, now)
+            }
+            Some((at, batch)) => {
+                // Woken early (a command) or very late: take again from the table's own state.
+                if now < at {
+                    table.untake();
+                    drop(batch);
+                    (Vec::new(), now)
+                } else {
+                    table.untake();
+                    (table.take_first(now), now)
+                }
+            }
+            None => (table.take_first(now), now),
+        };
         let sent = send_all(first, &due, &cancel).await;
-        let later = table.advance(now);
+        let later = table.advance(at);
         if sent.is_err() || send_all(later, &due, &cancel).await.is_err() {
             return;
         }
-        let wait = table
-            .next_deadline()
-            .map(|at| (at - clock.now()).to_std().unwrap_or(Duration::ZERO))
+        let now = clock.now();
+        let deadline = table.next_deadline();
+        let wait = deadline
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        if let Some(at) =
+            deadline.filter(|at| *at > now && (*at - now).to_std().is_ok_and(|w| w <= MAX_SLEEP))
+        {
+            prepared = Some((at, table.take_first(at)));
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => return,
             cmd = inbox.recv() => match cmd {
                 None => return,
                 Some(cmd) => {
+                    // Commands see the table as it is: put a prepared batch back first.
+                    if prepared.take().is_some() {
+                        table.untake();
+                    }
                     if handle(&mut table, cmd, clock.as_ref(), &due, &cancel).await.is_err() {
                         return;
                     }

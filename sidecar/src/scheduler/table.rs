@@ -193,6 +193,16 @@ impl JobTable {
         due
     }
 
+    /// Undoes `take_first` before `advance`: the taken jobs get their slots back.
+    pub fn untake(&mut self) {
+        for (name, at, _) in std::mem::take(&mut self.taken) {
+            if let Some(entry) = self.entries.get_mut(&name) {
+                entry.next = Some(at);
+                self.enqueue(at, name);
+            }
+        }
+    }
+
     /// Phase two: computes the next slot of each job `take_first` took; returns the further slots
     /// that had already passed (a late wake-up), and the catch-up of those missed beyond the window.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Due> {

@@ -233,3 +233,28 @@ fn through_both_dst_changes_each_wall_clock_slot_fires_once() {
         assert_eq!(fired, expected, "from {from}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_a_prepared_batch_fires_each_slot_once() {
+    let clock = Arc::new(FakeClock {
+        start: at("2026-01-01T00:00:00.500Z"),
+        origin: tokio::time::Instant::now(),
+        step: Mutex::new(chrono::Duration::zero()),
+    });
+    let table = JobTable::new(jobs(&job("tick", "*/5", "")).into_values(), clock.now());
+    let (tx, mut rx) = mpsc::channel(16);
+    let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+    let handle = spawn(&tasks, table, clock.clone(), tx, cancel.clone());
+    assert_eq!(rx.recv().await.expect("due").scheduled, at("2026-01-01T00:00:05Z"));
+    // The batch for 00:00:10 is prepared by now; the reload must put it back and reschedule.
+    let diff = handle.reload(jobs(&job("tick", "*/10", ""))).await.expect("reload");
+    assert_eq!(diff.changed, [JobName::new("tick")]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(rx.recv().await.expect("due").scheduled.format("%H:%M:%S").to_string());
+    }
+    assert_eq!(seen, ["00:00:10", "00:00:20", "00:00:30"]);
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}
