@@ -185,6 +185,9 @@ async fn run(
             None => (table.take_first(now), now),
         };
         let sent = send_all(first, &due, &cancel).await;
+        // Let the receiver run before the next slots are computed: tokio puts the task a send
+        // wakes in this worker's LIFO slot, where it would otherwise wait for `advance`.
+        tokio::task::yield_now().await;
         let later = table.advance(at);
         if sent.is_err() || send_all(later, &due, &cancel).await.is_err() {
             return;
@@ -195,6 +198,8 @@ async fn run(
             .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        // Fixed before preparing, so the preparation's time is not added to the sleep.
+        let wake_at = tokio::time::Instant::now() + wait;
         if let Some(at) =
             deadline.filter(|at| *at > now && (*at - now).to_std().is_ok_and(|w| w <= MAX_SLEEP))
         {
@@ -215,7 +220,7 @@ async fn run(
                     }
                 }
             },
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep_until(wake_at) => {}
         }
     }
 }
