@@ -66,3 +66,19 @@ fn key_of(line: &str) -> Option<String> {
         .unwrap_or(key);
     (!unquoted.is_empty() && !unquoted.starts_with('-')).then(|| unquoted.to_owned())
 }
+
+/// A file's `Lines`, indexed only when a diagnostic needs a line number (most loads need none).
+pub(super) struct LazyLines<'a> {
+    text: Option<&'a str>,
+    cell: std::cell::OnceCell<Lines>,
+}
+
+impl<'a> LazyLines<'a> {
+    pub(super) fn new(text: Option<&'a str>) -> Self {
+        LazyLines { text, cell: std::cell::OnceCell::new() }
+    }
+
+    pub(super) fn get(&self) -> &Lines {
+        self.cell.get_or_init(|| self.text.map(Lines::index).unwrap_or_default())
+    }
+}

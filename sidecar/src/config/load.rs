@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_yaml::Value;
 
 use super::job::{Context, Validator, validate};
-use super::lines::Lines;
+use super::lines::{LazyLines, Lines};
 use super::raw::{RawJob, RawMaintenance, RawSettings};
 use super::settings::{apply_settings, maintenance};
 use super::{Diagnostic, Job, JobName, Maintenance, Report, Settings};
@@ -84,7 +84,7 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
         }
         file.parse(&mut report);
         let Some(map) = &file.map else { continue };
-        let lines = file.lines();
+        let lines = LazyLines::new(file.text.as_deref());
         if let Some(block) = map.get(SETTINGS_KEY) {
             let mut v = Validator { errors: Vec::new(), warnings: Vec::new() };
             match block {
@@ -126,7 +126,7 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
     for file in &mut files {
         file.parse(&mut report);
         let Some(map) = file.map.take() else { continue };
-        let lines = file.lines();
+        let lines = LazyLines::new(file.text.as_deref());
         let group =
             file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let cx = Context { file: &file.path, group: &group, default_zone: settings.timezone, now };
@@ -166,12 +166,23 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
     }
 
     let mut jobs = BTreeMap::new();
+    // A file that cannot be read or parsed keeps the jobs it had.
+    if let Some(prev) = previous {
+        for file in files.iter().filter(|f| f.bad) {
+            for (name, job) in prev.jobs.iter().filter(|(_, j)| j.file == file.path) {
+                if !found.contains_key(name.as_str()) {
+                    jobs.insert(name.clone(), job.clone());
+                }
+            }
+        }
+    }
     let keep_previous = |name: &JobName| previous.and_then(|p| p.jobs.get(name)).cloned();
-    for (name, defs) in &found {
-        let job_name = JobName::new(name.clone());
+    for (name, mut defs) in found {
+        let name = name.as_str();
+        let job_name = JobName::new(name);
         if defs.len() > 1 {
             let names: Vec<String> = defs.iter().map(|(p, _)| p.display().to_string()).collect();
-            for (path, _) in defs {
+            for (path, _) in &defs {
                 // Rare: index that file's lines again rather than keep every file's index.
                 let line = files.iter().find(|f| f.path == *path).and_then(|f| f.lines().job(name));
                 report.errors.push(
@@ -192,29 +203,19 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
             }
             continue;
         }
-        match &defs[0] {
+        match defs.swap_remove(0) {
             (_, Some(job)) => {
-                jobs.insert(job_name, Arc::new(job.clone()));
+                jobs.insert(job_name, Arc::new(job));
             }
             (path, None) => {
                 if let Some(job) = keep_previous(&job_name) {
                     report.warnings.push(Diagnostic::new(
-                        path,
+                        &path,
                         Some(name),
                         None,
                         "keeps its last valid definition until the errors are fixed",
                     ));
                     jobs.insert(job_name, job);
-                }
-            }
-        }
-    }
-    // A file that cannot be read or parsed keeps the jobs it had.
-    if let Some(prev) = previous {
-        for file in files.iter().filter(|f| f.bad) {
-            for (name, job) in prev.jobs.iter().filter(|(_, j)| j.file == file.path) {
-                if !found.contains_key(name.as_str()) {
-                    jobs.insert(name.clone(), job.clone());
                 }
             }
         }
@@ -230,7 +231,11 @@ fn load(dir: &Path, previous: Option<&Loaded>, now: DateTime<Utc>) -> std::io::R
 
 /// PyYAML (the original's parser, YAML 1.1) reads an unquoted `010` as octal 8; YAML 1.2 (ours)
 /// reads it as the string "010". Cron fields written that way keep the original's meaning.
-fn yaml11_octal(raw: &mut RawJob, lines: &Lines, job: &str) -> Vec<(Option<String>, String)> {
+fn yaml11_octal(
+    raw: &mut RawJob,
+    lines: &LazyLines<'_>,
+    job: &str,
+) -> Vec<(Option<String>, String)> {
     let mut warnings = Vec::new();
     let fields = [
         ("sec", &mut raw.sec),
@@ -246,7 +251,7 @@ fn yaml11_octal(raw: &mut RawJob, lines: &Lines, job: &str) -> Vec<(Option<Strin
         let octal = text.len() > 1
             && text.starts_with('0')
             && text.bytes().all(|b| (b'0'..=b'7').contains(&b))
-            && lines.written(job, key) == Some(text.as_str());
+            && lines.get().written(job, key) == Some(text.as_str());
         if let (true, Ok(n)) = (octal, u64::from_str_radix(text, 8)) {
             warnings.push((
                 Some(key.to_owned()),
@@ -258,7 +263,11 @@ fn yaml11_octal(raw: &mut RawJob, lines: &Lines, job: &str) -> Vec<(Option<Strin
     warnings
 }
 
-fn push_all(report: &mut Report, file: &Path, job: &str, lines: &Lines, v: Validator) {
+fn push_all(report: &mut Report, file: &Path, job: &str, lines: &LazyLines<'_>, v: Validator) {
+    if v.errors.is_empty() && v.warnings.is_empty() {
+        return;
+    }
+    let lines = lines.get();
     let diag = |(field, message): (Option<String>, String)| {
         let line = match &field {
             Some(f) => lines.field(job, f),
