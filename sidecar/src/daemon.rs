@@ -116,10 +116,18 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         registry: registry.clone(),
         settings: engine_settings,
     };
-    let jobs_now = loaded.jobs.values().map(|j| Arc::<config::Job>::from(j.clone())).collect();
+    let jobs_now = loaded.jobs.values().cloned().collect();
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
     runs.set_maintenance(loaded.maintenance.clone()).await;
-    let table = JobTable::new(loaded.jobs.values().cloned(), Utc::now());
+    // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
+    // decides what happens to the slots missed while the sidecar was down).
+    let mut last = std::collections::HashMap::new();
+    for name in loaded.jobs.keys() {
+        if let Ok(Some(at)) = store.last_slot(name.as_str()).await {
+            last.insert(name.clone(), at);
+        }
+    }
+    let table = JobTable::resume(loaded.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler =
         scheduler::spawn(&tasks, table, Arc::new(SystemClock), due_tx, cancel.child_token());

@@ -7,6 +7,10 @@
 //! step backwards never repeats a slot, and a late wake-up (load, suspend, a step forwards) emits
 //! the slots it passed, marked with their lateness. The sleep is capped (`MAX_SLEEP`) so that a
 //! wall-clock step forwards is noticed within that time even when the next slot is far away.
+//!
+//! Bursts (10,000 jobs at `0 0 * * *`) cost nothing at the instant: the table keeps one bucket
+//! per instant, the batch for the next instant is taken while idle (and put back if a command
+//! arrives first), and the next slots are computed after the batch is sent.
 
 mod table;
 #[cfg(test)]
@@ -86,7 +90,7 @@ pub enum SchedulerError {
 
 enum Command {
     Reload {
-        jobs: BTreeMap<JobName, Job>,
+        jobs: BTreeMap<JobName, Arc<Job>>,
         reply: oneshot::Sender<JobDiff>,
     },
     RunNow {
@@ -108,7 +112,10 @@ pub struct SchedulerHandle {
 
 impl SchedulerHandle {
     /// Replaces the job set; only added, removed and changed jobs are rescheduled.
-    pub async fn reload(&self, jobs: BTreeMap<JobName, Job>) -> Result<JobDiff, SchedulerError> {
+    pub async fn reload(
+        &self,
+        jobs: BTreeMap<JobName, Arc<Job>>,
+    ) -> Result<JobDiff, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Reload { jobs, reply }).await.map_err(|_| SchedulerError::Stopped)?;
         rx.await.map_err(|_| SchedulerError::Stopped)
@@ -156,33 +163,104 @@ async fn run(
     due: mpsc::Sender<Due>,
     cancel: CancellationToken,
 ) {
+    // A batch taken ahead of its instant (`JobTable::take_first` is pure, so the work of a burst
+    // happens while idle); at the instant only the sends remain.
+    let mut prepared: Option<(DateTime<Utc>, Vec<Due>)> = None;
     loop {
-        for d in table.take_due(clock.now()) {
-            // Backpressure from the run engine, but never past a shutdown.
-            tokio::select! {
-                sent = due.send(d) => if sent.is_err() { return },
-                () = cancel.cancelled() => return,
+        let now = clock.now();
+        let (first, at) = match prepared.take() {
+            // On time (or nearly): send what was prepared, with the real lateness.
+            Some((at, mut batch)) if now >= at && now - at <= chrono::Duration::seconds(1) => {
+                let late = (now - at).to_std().unwrap_or_default();
+                batch.iter_mut().for_each(|d| d.late_by = late);
+                (batch, now)
             }
+            Some((at, batch)) => {
+                // Woken early (a command) or very late: take again from the table's own state.
+                if now < at {
+                    table.untake();
+                    drop(batch);
+                    (Vec::new(), now)
+                } else {
+                    table.untake();
+                    (table.take_first(now), now)
+                }
+            }
+            None => (table.take_first(now), now),
+        };
+        let sent = send_all(first, &due, &cancel).await;
+        // Let the receiver run before the next slots are computed: tokio puts the task a send
+        // wakes in this worker's LIFO slot, where it would otherwise wait for `advance`.
+        tokio::task::yield_now().await;
+        let later = table.advance(at);
+        if sent.is_err() || send_all(later, &due, &cancel).await.is_err() {
+            return;
         }
-        let wait = table
-            .next_deadline()
-            .map(|at| (at - clock.now()).to_std().unwrap_or(Duration::ZERO))
+        let now = clock.now();
+        let deadline = table.next_deadline();
+        let wait = deadline
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        // Fixed before preparing, so the preparation's time is not added to the sleep.
+        let wake_at = tokio::time::Instant::now() + wait;
+        if let Some(at) =
+            deadline.filter(|at| *at > now && (*at - now).to_std().is_ok_and(|w| w <= MAX_SLEEP))
+        {
+            prepared = Some((at, table.take_first(at)));
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => return,
             cmd = inbox.recv() => match cmd {
                 None => return,
                 Some(cmd) => {
+                    // Commands see the table as it is: put a prepared batch back first.
+                    if prepared.take().is_some() {
+                        table.untake();
+                    }
                     if handle(&mut table, cmd, clock.as_ref(), &due, &cancel).await.is_err() {
                         return;
                     }
                 }
             },
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep_until(wake_at) => {}
         }
     }
+}
+
+/// Applies each effective reload from `config::watch` to the scheduler, until either side stops.
+pub async fn follow_reloads(
+    mut reloads: mpsc::Receiver<crate::config::Reloaded>,
+    scheduler: SchedulerHandle,
+) {
+    while let Some(reloaded) = reloads.recv().await {
+        if scheduler.reload(reloaded.loaded.jobs).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends in order, with backpressure from the run engine, but never past a shutdown.
+async fn send_all(
+    batch: Vec<Due>,
+    due: &mpsc::Sender<Due>,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    // Reserve room for as much of the batch as the channel holds, then send without awaiting
+    // per event: a burst of 10,000 is a handful of awaits, not 10,000.
+    let mut batch = batch.into_iter();
+    while batch.len() > 0 {
+        let room = batch.len().min(due.max_capacity());
+        let permits = tokio::select! {
+            permits = due.reserve_many(room) => permits.map_err(|_| ())?,
+            () = cancel.cancelled() => return Err(()),
+        };
+        for (permit, d) in permits.zip(batch.by_ref()) {
+            permit.send(d);
+        }
+    }
+    Ok(())
 }
 
 async fn handle(

@@ -102,26 +102,22 @@ impl RunStatus {
     }
 }
 
-/// Why a run was created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Trigger {
-    Schedule,
-    Manual,
-    CatchUp,
+/// Why a run was created: the scheduler's own type, stored by its name.
+pub use crate::scheduler::Trigger;
+
+/// The stored name of a trigger, and back.
+pub(crate) fn trigger_name(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Schedule => "schedule",
+        Trigger::Manual => "manual",
+        Trigger::CatchUp => "catch-up",
+    }
 }
 
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Schedule => "schedule",
-            Self::Manual => "manual",
-            Self::CatchUp => "catch-up",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Schedule, Self::Manual, Self::CatchUp].into_iter().find(|t| t.as_str() == s)
-    }
+pub(crate) fn parse_trigger(s: &str) -> Option<Trigger> {
+    [Trigger::Schedule, Trigger::Manual, Trigger::CatchUp]
+        .into_iter()
+        .find(|t| trigger_name(*t) == s)
 }
 
 /// Which stream an output chunk came from.

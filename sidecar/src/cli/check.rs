@@ -173,3 +173,6 @@ fn pick<'a>(list: &'a [Diagnostic], args: &Args) -> Vec<&'a Diagnostic> {
         .filter(|d| args.job.as_deref().is_none_or(|n| d.job.as_deref().is_none_or(|j| j == n)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

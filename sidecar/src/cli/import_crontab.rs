@@ -4,8 +4,9 @@
 //! column of a system crontab (`/etc/crontab`, `/etc/cron.d/*`, or `--system`) becomes `user`;
 //! `%` works as in crontab(5) (the first unescaped `%` starts the command's standard input, later
 //! ones are newlines, `\%` is a literal `%`). crontab(5) fires when dom OR dow matches if both are
-//! restricted, while Saltpeter requires both: such a line becomes two jobs, one per field, so the
-//! converted schedule means what the crontab meant.
+//! restricted (neither starts with `*`), while Saltpeter requires both: such a line becomes two
+//! jobs, one on the dom days, one on the dow days among the other days of the month, so the
+//! converted schedule means what the crontab meant and a day matching both fires once.
 #![allow(clippy::print_stdout)]
 
 use std::io::Read as _;
@@ -117,14 +118,23 @@ pub fn convert(
         };
         let command = percent(&command);
         let [min, hour, dom, mon, dow] = fields;
-        let both = dom != "*" && dom != "?" && dow != "*" && dow != "?";
+        // cron(8) uses OR only when neither field starts with `*` (`*/2` keeps AND).
+        let both = !dom.starts_with('*') && !dow.starts_with('*');
         let variants: Vec<(String, [String; 5])> = if both {
+            // The second job takes the other days of the month, so a day matching both fields
+            // (a Friday the 13th for `13` and `fri`) fires once, as in crontab(5).
+            let Some(other_days) = complement_days(&dom) else {
+                problems.push(format!(
+                    "line {number}: cannot split dom `{dom}` from dow `{dow}`: {line}"
+                ));
+                continue;
+            };
             vec![
                 (
                     format!("{prefix}_{number}_dom"),
                     [min.clone(), hour.clone(), dom.clone(), mon.clone(), "*".into()],
                 ),
-                (format!("{prefix}_{number}_dow"), [min, hour, "*".into(), mon, dow]),
+                (format!("{prefix}_{number}_dow"), [min, hour, other_days, mon, dow]),
             ]
         } else {
             vec![(format!("{prefix}_{number}"), [min, hour, dom, mon, dow])]
@@ -158,6 +168,45 @@ pub fn convert(
         }
     }
     (jobs, problems)
+}
+
+/// The days 1-31 that a crontab(5) dom field does not name, as a list of ranges; `None` if the
+/// field names every day or is not plain crontab(5) syntax.
+fn complement_days(dom: &str) -> Option<String> {
+    let mut named = [false; 32];
+    for item in dom.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, s.parse::<usize>().ok().filter(|s| *s > 0)?),
+            None => (item, 1),
+        };
+        let (lo, hi) = match range.split_once('-') {
+            _ if range == "*" => (1, 31),
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let a = range.parse::<usize>().ok()?;
+                (a, if step > 1 { 31 } else { a })
+            }
+        };
+        if lo < 1 || hi > 31 || lo > hi {
+            return None;
+        }
+        (lo..=hi).step_by(step).for_each(|d| named[d] = true);
+    }
+    let mut parts = Vec::new();
+    let mut d = 1;
+    while d <= 31 {
+        if named[d] {
+            d += 1;
+            continue;
+        }
+        let start = d;
+        while d < 31 && !named[d + 1] {
+            d += 1;
+        }
+        parts.push(if start == d { start.to_string() } else { format!("{start}-{d}") });
+        d += 1;
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 fn env_assignment(line: &str) -> Option<(&str, &str)> {
@@ -226,3 +275,6 @@ fn percent(command: &str) -> String {
     }
     format!("{} <<'SALTPETER_STDIN'\n{input}\nSALTPETER_STDIN", cmd.trim_end())
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,7 +32,7 @@ fn line(run: &RunRow) -> String {
         "{:<36} {:<10} {:<9} {}  {}",
         run.instance,
         run.status.as_str(),
-        run.trigger.as_str(),
+        crate::store::trigger_name(run.trigger),
         when(Some(run.scheduled)),
         run.reason
     )

@@ -2,6 +2,7 @@
 //! be logged and published.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Job, JobName};
 
@@ -14,12 +15,17 @@ pub struct JobDiff {
 }
 
 impl JobDiff {
-    pub fn between(old: &BTreeMap<JobName, Job>, new: &BTreeMap<JobName, Job>) -> JobDiff {
+    pub fn between(
+        old: &BTreeMap<JobName, Arc<Job>>,
+        new: &BTreeMap<JobName, Arc<Job>>,
+    ) -> JobDiff {
         let mut diff = JobDiff::default();
         for (name, job) in new {
             match old.get(name) {
                 None => diff.added.push(name.clone()),
-                Some(before) if before != job => diff.changed.push(name.clone()),
+                Some(before) if !Arc::ptr_eq(before, job) && before != job => {
+                    diff.changed.push(name.clone())
+                }
                 Some(_) => {}
             }
         }

@@ -217,14 +217,14 @@ pub(super) fn validate(name: &str, raw: RawJob, cx: &Context<'_>) -> Checked {
         },
         Err(_) => None,
     };
-    if let Some(s) = &schedule {
-        if s.next_after(cx.now).is_none() {
-            v.warn_job(format!(
-                "never fires after {} (`{}`): it is loaded but never scheduled",
-                cx.now.format("%Y-%m-%dT%H:%M:%SZ"),
-                s.cron().as_str()
-            ));
-        }
+    if let Some(s) = &schedule
+        && s.next_after(cx.now).is_none()
+    {
+        v.warn_job(format!(
+            "never fires after {} (`{}`): it is loaded but never scheduled",
+            cx.now.format("%Y-%m-%dT%H:%M:%SZ"),
+            s.cron().as_str()
+        ));
     }
     let restricted = |x: &Option<Value>| {
         x.as_ref().is_some_and(|x| !matches!(x, Value::String(s) if s == "*" || s == "?"))
@@ -466,6 +466,13 @@ impl Validator {
         match value {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
+            // YAML 1.1 booleans, as the original's parser read them.
+            Some(Value::String(s)) if matches!(s.to_lowercase().as_str(), "yes" | "y" | "on") => {
+                Some(true)
+            }
+            Some(Value::String(s)) if matches!(s.to_lowercase().as_str(), "no" | "n" | "off") => {
+                Some(false)
+            }
             Some(other) => {
                 self.err(field, format!("{} is not true or false", show(other)));
                 None
@@ -511,16 +518,16 @@ impl Validator {
 
     /// A count, or a percentage written `"25%"`.
     fn share(&mut self, value: &Option<Value>, field: &str) -> Option<BatchSize> {
-        if let Some(Value::String(s)) = value {
-            if let Some(p) = s.trim().strip_suffix('%') {
-                return match p.trim().parse::<u8>() {
-                    Ok(p) if (1..=100).contains(&p) => Some(BatchSize::Percent(p)),
-                    _ => {
-                        self.err(field, format!("{s:?} is not a percentage from 1% to 100%"));
-                        None
-                    }
-                };
-            }
+        if let Some(Value::String(s)) = value
+            && let Some(p) = s.trim().strip_suffix('%')
+        {
+            return match p.trim().parse::<u8>() {
+                Ok(p) if (1..=100).contains(&p) => Some(BatchSize::Percent(p)),
+                _ => {
+                    self.err(field, format!("{s:?} is not a percentage from 1% to 100%"));
+                    None
+                }
+            };
         }
         self.count(value, field).map(BatchSize::Count)
     }

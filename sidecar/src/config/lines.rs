@@ -8,12 +8,15 @@ use std::collections::HashMap;
 
 #[derive(Debug, Default)]
 pub(super) struct Lines {
-    jobs: HashMap<String, (usize, HashMap<String, usize>)>,
+    /// Job → (its line, key → (line, the value as written on that line)).
+    jobs: HashMap<String, (usize, Fields)>,
 }
+
+type Fields = HashMap<String, (usize, String)>;
 
 impl Lines {
     pub(super) fn index(text: &str) -> Lines {
-        let mut jobs: HashMap<String, (usize, HashMap<String, usize>)> = HashMap::new();
+        let mut jobs: HashMap<String, (usize, Fields)> = HashMap::new();
         let mut current: Option<String> = None;
         for (n, line) in text.lines().enumerate() {
             let number = n + 1;
@@ -25,10 +28,12 @@ impl Lines {
             if trimmed.len() == line.len() {
                 current = Some(key.clone());
                 jobs.entry(key).or_insert((number, HashMap::new()));
-            } else if let Some(job) = &current {
-                if let Some((_, fields)) = jobs.get_mut(job) {
-                    fields.entry(key).or_insert(number);
-                }
+            } else if let Some(job) = &current
+                && let Some((_, fields)) = jobs.get_mut(job)
+            {
+                let value = trimmed.split_once(':').map_or("", |(_, v)| v);
+                let value = value.split(" #").next().unwrap_or("").trim().to_owned();
+                fields.entry(key).or_insert((number, value));
             }
         }
         Lines { jobs }
@@ -41,7 +46,12 @@ impl Lines {
     /// The line of `field` inside `job`, else the job's own line.
     pub(super) fn field(&self, job: &str, field: &str) -> Option<usize> {
         let (line, fields) = self.jobs.get(job)?;
-        Some(fields.get(field).copied().unwrap_or(*line))
+        Some(fields.get(field).map_or(*line, |(l, _)| *l))
+    }
+
+    /// The value of `field` in `job` exactly as written (quotes included), if on the key's line.
+    pub(super) fn written(&self, job: &str, field: &str) -> Option<&str> {
+        self.jobs.get(job)?.1.get(field).map(|(_, v)| v.as_str())
     }
 }
 
@@ -55,4 +65,20 @@ fn key_of(line: &str) -> Option<String> {
         .or_else(|| key.strip_prefix('"').and_then(|k| k.strip_suffix('"')))
         .unwrap_or(key);
     (!unquoted.is_empty() && !unquoted.starts_with('-')).then(|| unquoted.to_owned())
+}
+
+/// A file's `Lines`, indexed only when a diagnostic needs a line number (most loads need none).
+pub(super) struct LazyLines<'a> {
+    text: Option<&'a str>,
+    cell: std::cell::OnceCell<Lines>,
+}
+
+impl<'a> LazyLines<'a> {
+    pub(super) fn new(text: Option<&'a str>) -> Self {
+        LazyLines { text, cell: std::cell::OnceCell::new() }
+    }
+
+    pub(super) fn get(&self) -> &Lines {
+        self.cell.get_or_init(|| self.text.map(Lines::index).unwrap_or_default())
+    }
 }

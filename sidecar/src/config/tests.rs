@@ -68,17 +68,17 @@ fn bad_files_give_verbatim_messages() {
         messages(&dir, &loaded.report.errors),
         [
             "a.yaml:2: is not valid YAML: did not find expected alphabetic or numeric character at line 2 column 9, while scanning an alias at line 2 column 8 (hint: quote values starting with `*`, like '*/5')",
-            "d.yaml: is a list, not a map of job names to jobs",
-            "b.yaml:6: job `nightly`: `dow`: \"8\" has 8, out of range 0-7 for the day of the week",
+            "b.yaml:6: job `nightly`: `dow`: 8 is out of range 0-7 (day of the week)",
             "b.yaml:11: job `nightly`: `target_type`: \"globb\" is not one of glob, pcre, list, grain, grain_pcre, pillar, pillar_pcre, nodegroup, range, compound, ipcidr",
             "b.yaml:10: job `nightly`: `timeout`: -1 is negative; give seconds, 0 or more",
             "c.yml:1: job `partial`: `dom`: is required (the original drops a job without it)",
             "c.yml:1: job `partial`: `mon`: is required (the original drops a job without it)",
             "c.yml:1: job `partial`: `dow`: is required (the original drops a job without it)",
             "c.yml:6: job `partial`: `timezone`: \"Mars/Olympus\" is not an IANA time zone name (like Europe/Berlin or UTC)",
-            "e.yaml:2: job `odd`: `min`: \"45/30\" has `45/30`: the first step from 45 lands on 75, past 59 (the original's library rejects this)",
-            "e.yaml:4: job `odd`: `dom`: \"L5\" has `l5`: a leading `L` is only for the dow field (`L5` = last Friday); dom takes a bare `L`",
-            "e.yaml:5: job `odd`: `mon`: \"13\" has 13, out of range 1-12 for the month",
+            "d.yaml: is a list, not a map of job names to jobs",
+            "e.yaml:2: job `odd`: `min`: `45/30`: the first step from 45 lands on 75, past 59 (the original's library rejects this)",
+            "e.yaml:4: job `odd`: `dom`: `l5`: a leading `L` is only for dow (`L5` = last Friday); dom takes a bare `L`",
+            "e.yaml:5: job `odd`: `mon`: 13 is out of range 1-12 (month)",
             "e.yaml:1: job `odd`: `command`: is required",
             "e.yaml:1: job `odd`: `targets`: is required",
         ]
@@ -215,4 +215,22 @@ async fn hot_reload_follows_real_files() {
     assert_eq!(r.diff.removed, [JobName::new("second")]);
     cancel.cancel();
     task.await.expect("watch task");
+}
+
+#[test]
+fn yaml_1_1_octal_and_booleans_keep_the_originals_meaning() {
+    let dir = dir_with(&[(
+        "o.yaml",
+        "j:\n  min: 010\n  hour: '010'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n  command: x\n  targets: y\n  use_wrapper: no\n",
+    )]);
+    let loaded = load_dir(dir.path(), now()).expect("load");
+    let job = &loaded.jobs[&JobName::new("j")];
+    assert_eq!(job.schedule.cron().as_str(), "0 8 010 * * * *");
+    assert!(!job.use_wrapper);
+    assert_eq!(
+        messages(&dir, &loaded.report.warnings),
+        [
+            "o.yaml:2: job `j`: `min`: 010 is YAML 1.1 octal, read as 8 as the original did; write 8, or '010' (quoted) for 10",
+        ]
+    );
 }

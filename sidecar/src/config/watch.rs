@@ -4,7 +4,7 @@
 //! changed, sends the new configuration and its `JobDiff`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::Utc;
 use notify::Watcher as _;
@@ -45,7 +45,15 @@ pub async fn watch(
 ) {
     let (poke, mut events) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the files (our own reload included) raises access events: only changes count,
+        // or every reload would trigger the next.
+        let change = |kind: &notify::EventKind| match kind {
+            notify::EventKind::Access(access) => {
+                matches!(access, notify::event::AccessKind::Close(notify::event::AccessMode::Write))
+            }
+            _ => true,
+        };
+        if event.is_ok_and(|e| change(&e.kind)) {
             // One pending wake-up is enough: the reload reads everything.
             let _ = poke.try_send(());
         }
@@ -63,27 +71,34 @@ pub async fn watch(
             None
         }
     };
-    let mut stamp = fingerprint(&dir);
+    // Files changed between the load and the watcher's start are caught by comparing with the
+    // fingerprint taken at load time.
+    let mut stamp = current.stamp.clone();
+    let mut changed_since_load = fingerprint(&dir) != stamp;
     let mut rescan = tokio::time::interval(options.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            Some(()) = events.recv() => {
-                // Debounce: wait for a quiet period.
-                loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        Some(()) = events.recv() => continue,
-                        () = tokio::time::sleep(options.debounce) => break,
+        if std::mem::take(&mut changed_since_load) {
+            // Reload at once, below.
+        } else {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                Some(()) = events.recv() => {
+                    // Debounce: wait for a quiet period.
+                    loop {
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            Some(()) = events.recv() => continue,
+                            () = tokio::time::sleep(options.debounce) => break,
+                        }
                     }
                 }
-            }
-            _ = rescan.tick() => {
-                let now_stamp = fingerprint(&dir);
-                if now_stamp == stamp {
-                    continue;
+                _ = rescan.tick() => {
+                    let now_stamp = fingerprint(&dir);
+                    if now_stamp == stamp {
+                        continue;
+                    }
                 }
             }
         }
@@ -126,7 +141,7 @@ fn names(list: &[super::JobName]) -> Vec<&str> {
 }
 
 /// Names, sizes and modification times of the directory's entries.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub(super) fn fingerprint(dir: &Path) -> super::load::Fingerprint {
     let Ok(entries) = fs_err::read_dir(dir) else { return Vec::new() };
     let mut stamp: Vec<_> = entries
         .filter_map(Result::ok)

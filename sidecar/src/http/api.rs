@@ -97,7 +97,7 @@ impl From<RunRow> for RunDto {
             job: r.job,
             group: r.group,
             scheduled: r.scheduled,
-            trigger: r.trigger.as_str(),
+            trigger: crate::store::trigger_name(r.trigger),
             status: r.status.as_str(),
             reason: r.reason,
             started: r.started,

@@ -22,7 +22,7 @@ use super::{AgentEvent, AgentEventKind, Deps, dispatch};
 use crate::agents::RunMinion;
 use crate::config::{BatchSize, Job, Maintenance};
 use crate::scheduler::{Due, Trigger};
-use crate::store::{RunStatus, Trigger as StoredTrigger};
+use crate::store::RunStatus;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KillError {
@@ -258,11 +258,7 @@ impl Engine {
                 Arc::clone(&due.job),
                 instance.clone(),
             );
-            let trigger = match due.trigger {
-                Trigger::Schedule => StoredTrigger::Schedule,
-                Trigger::Manual => StoredTrigger::Manual,
-                Trigger::CatchUp => StoredTrigger::CatchUp,
-            };
+            let trigger = due.trigger;
             let skip = if self.maintenance.global {
                 Some("global maintenance is on".to_owned())
             } else if !due.job.allow_overlap && self.running(&due.job) {

@@ -49,7 +49,7 @@ impl Cron {
                 errors.push(FieldError {
                     field,
                     value: text.to_owned(),
-                    reason: "must be one non-empty word without spaces".into(),
+                    reason: format!("`{text}` must be one non-empty word without spaces"),
                 });
                 continue;
             }

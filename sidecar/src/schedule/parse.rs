@@ -82,6 +82,19 @@ impl Field {
     }
 }
 
+impl fmt::Display for FieldError {
+    /// The reason, and the whole value when the bad item is one of a list.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.contains(',') {
+            write!(f, "{} (in `{}`)", self.reason, self.value)
+        } else {
+            f.write_str(&self.reason)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.key())
@@ -89,8 +102,7 @@ impl fmt::Display for Field {
 }
 
 /// Why a field was rejected. The `Display` text completes "`dow`: ..." in a job error.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} {reason}")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
     pub field: Field,
     pub value: String,
@@ -131,7 +143,7 @@ pub(super) fn field(field: Field, text: &str) -> Result<Parsed, FieldError> {
     let mut parsed = Parsed::default();
     for item in lower.split(',') {
         parsed.any |= item == "*" || item == "?";
-        item_into(field, item, &mut parsed).map_err(|why| fail(why))?;
+        item_into(field, item, &mut parsed).map_err(&fail)?;
     }
     Ok(parsed)
 }
@@ -140,36 +152,36 @@ fn item_into(field: Field, item: &str, parsed: &mut Parsed) -> Result<(), String
     let (min, max) = field.bounds();
     if item == "*" || item == "?" {
         if item == "?" && !matches!(field, Field::DayOfMonth | Field::DayOfWeek) {
-            return Err("uses `?`, which only the dom and dow fields accept".into());
+            return Err("`?` is only allowed in the dom and dow fields".into());
         }
         return Ok(());
     }
     if item == "l" {
         if field != Field::DayOfMonth {
-            return Err("uses a bare `L`, which only the dom field accepts (in dow, write `L<day>`, e.g. `L5` for the last Friday)".into());
+            return Err("a bare `L` is only allowed in dom (in dow, write `L<day>`, like `L5` for the last Friday)".into());
         }
         parsed.specials.push(Special::LastDay);
         return Ok(());
     }
     if let Some(rest) = item.strip_prefix('z') {
         if field != Field::DayOfMonth {
-            return Err("uses `Z`, which only the dom field accepts".into());
+            return Err(format!("`{item}`: `Z` is only allowed in dom"));
         }
         parsed.specials.push(days_before_last(rest).ok_or_else(|| {
-            format!("has `{item}`: `Z` needs a day count 0-7 or an ascending range of them (`Z1`, `Z1-3`)")
+            format!(
+                "`{item}`: `Z` needs a day count 0-7 or an ascending range of them (`Z1`, `Z1-3`)"
+            )
         })?);
         return Ok(());
     }
     if let Some(rest) = item.strip_prefix('l') {
         if field != Field::DayOfWeek {
             return Err(format!(
-                "has `{item}`: a leading `L` is only for the dow field (`L5` = last Friday); dom takes a bare `L`"
+                "`{item}`: a leading `L` is only for dow (`L5` = last Friday); dom takes a bare `L`"
             ));
         }
         let days = last_weekdays(rest).ok_or_else(|| {
-            format!(
-                "has `{item}`: `L` needs a weekday number 0-7 or a range of them (`L5`, `L1-5`)"
-            )
+            format!("`{item}`: `L` needs a weekday number 0-7 or a range of them (`L5`, `L1-5`)")
         })?;
         parsed.specials.push(Special::LastWeekdays(days));
         return Ok(());
@@ -180,15 +192,15 @@ fn item_into(field: Field, item: &str, parsed: &mut Parsed) -> Result<(), String
         None => (item, None),
         Some((body, step_text)) => {
             if step_text.contains('/') {
-                return Err(format!("has `{item}` with more than one `/`"));
+                return Err(format!("`{item}` has more than one `/`"));
             }
             let step = python_int(step_text)
-                .ok_or_else(|| format!("has `{item}`: the step `{step_text}` is not a number"))?;
+                .ok_or_else(|| format!("`{item}`: the step `{step_text}` is not a number"))?;
             if step <= 0 {
-                return Err(format!("has `{item}`: the step must be positive"));
+                return Err(format!("`{item}`: the step must be positive"));
             }
             if step > i64::from(limit) {
-                return Err(format!("has `{item}`: the step {step} is larger than {limit}"));
+                return Err(format!("`{item}`: the step {step} is larger than {limit}"));
             }
             (body, u32::try_from(step).ok())
         }
@@ -198,19 +210,17 @@ fn item_into(field: Field, item: &str, parsed: &mut Parsed) -> Result<(), String
             return Ok(v);
         }
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("has `{text}`, which is neither a number nor a name"));
+            return Err(format!("`{text}` is neither a number nor a name"));
         }
         match text.parse::<u32>() {
             Ok(v) if (min..=limit).contains(&v) => Ok(v),
-            _ => {
-                Err(format!("has {text}, out of range {min}-{limit} for the {}", field.describe()))
-            }
+            _ => Err(format!("{text} is out of range {min}-{limit} ({})", field.describe())),
         }
     };
     let (start, end) = if body.contains('-') {
         let mut parts = body.split('-');
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("has `{body}`, a range with more than one `-`"));
+            return Err(format!("`{body}` is a range with more than one `-`"));
         };
         let (start, mut end) = (value(a)?, value(b)?);
         // The library's special case that allows `sat-sun`: an end of 0 means 7.
@@ -232,16 +242,16 @@ fn item_into(field: Field, item: &str, parsed: &mut Parsed) -> Result<(), String
     };
     if start > end {
         return Err(format!(
-            "has `{item}`: the range starts after it ends ({start} > {end}); ranges do not wrap around"
+            "`{item}`: the range starts after it ends ({start} > {end}); ranges do not wrap around"
         ));
     }
-    if let Some(step) = step {
-        if start + step > limit {
-            return Err(format!(
-                "has `{item}`: the first step from {start} lands on {}, past {limit} (the original's library rejects this)",
-                start + step
-            ));
-        }
+    if let Some(step) = step
+        && start + step > limit
+    {
+        return Err(format!(
+            "`{item}`: the first step from {start} lands on {}, past {limit} (the original's library rejects this)",
+            start + step
+        ));
     }
     let mut v = start;
     while v <= end {

@@ -255,7 +255,7 @@ fn rejections_follow_the_library() {
     rejects("0 55-5 * * * * *", Field::Minute, "do not wrap");
     rejects("0 60 * * * * *", Field::Minute, "out of range 0-59");
     rejects("0 0 0 * * 8 *", Field::DayOfWeek, "out of range 0-7");
-    rejects("0 ? * * * * *", Field::Minute, "only the dom and dow");
+    rejects("0 ? * * * * *", Field::Minute, "allowed in the dom and dow");
     rejects("0 0 0 15W * * *", Field::DayOfMonth, "neither a number");
     rejects("0 0 0 * * 5#3 *", Field::DayOfWeek, "neither a number");
     rejects("0 0 0 * * L *", Field::DayOfWeek, "bare `L`");
@@ -316,7 +316,7 @@ fn field_strategy(lo: u32, hi: u32, names: &'static [&'static str]) -> BoxedStra
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(192))]
     #[test]
     fn next_after_is_the_first_match(
         sec in field_strategy(0, 59, &[]),

@@ -1,7 +1,7 @@
 //! `JobTable`: every job's next slot, and what is due at a given instant. Pure: `now` is always a
 //! parameter, so tests feed instants instead of waiting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,16 +26,26 @@ struct Entry {
 #[derive(Default)]
 pub struct JobTable {
     entries: HashMap<JobName, Entry>,
-    /// (next slot, job) for every scheduled entry: the earliest is the timer's deadline.
-    queue: BTreeSet<(DateTime<Utc>, JobName)>,
+    /// The jobs due at each pending instant: the first key is the timer's deadline. One bucket
+    /// per instant makes a burst (10,000 jobs at `0 0 * * *`) one map operation, not 10,000.
+    queue: BTreeMap<DateTime<Utc>, HashSet<JobName>>,
+    /// Jobs whose slot `take_first` emitted and whose next slot `advance` has yet to compute.
+    taken: Vec<(JobName, DateTime<Utc>, Emitted)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emitted {
+    Yes,
+    /// Too late for the window: `advance` applies the job's `catch_up` to it.
+    Missed,
 }
 
 impl JobTable {
     /// Schedules `jobs` from `now`: the first slot of each is strictly after `now`.
-    pub fn new(jobs: impl IntoIterator<Item = Job>, now: DateTime<Utc>) -> JobTable {
+    pub fn new(jobs: impl IntoIterator<Item = Arc<Job>>, now: DateTime<Utc>) -> JobTable {
         let mut table = JobTable::default();
         for job in jobs {
-            table.insert(Arc::new(job), now);
+            table.insert(job, now);
         }
         table
     }
@@ -43,14 +53,14 @@ impl JobTable {
     /// Schedules `jobs` as if their last recorded slots were `last` (from the run store after a
     /// restart): slots missed since then follow each job's `catch_up`, on the first `take_due`.
     pub fn resume(
-        jobs: impl IntoIterator<Item = Job>,
+        jobs: impl IntoIterator<Item = Arc<Job>>,
         last: &HashMap<JobName, DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> JobTable {
         let mut table = JobTable::default();
         for job in jobs {
             let from = last.get(&job.name).copied().filter(|l| *l < now).unwrap_or(now);
-            table.insert(Arc::new(job), from);
+            table.insert(job, from);
         }
         table
     }
@@ -58,7 +68,7 @@ impl JobTable {
     fn insert(&mut self, job: Arc<Job>, from: DateTime<Utc>) {
         let next = if job.enabled { job.schedule.next_after(from) } else { None };
         if let Some(at) = next {
-            self.queue.insert((at, job.name.clone()));
+            self.enqueue(at, job.name.clone());
         }
         self.entries.insert(job.name.clone(), Entry { job, next });
     }
@@ -66,9 +76,22 @@ impl JobTable {
     fn remove(&mut self, name: &JobName) -> Option<Entry> {
         let entry = self.entries.remove(name)?;
         if let Some(at) = entry.next {
-            self.queue.remove(&(at, name.clone()));
+            self.dequeue(at, name);
         }
         Some(entry)
+    }
+
+    fn enqueue(&mut self, at: DateTime<Utc>, name: JobName) {
+        self.queue.entry(at).or_default().insert(name);
+    }
+
+    fn dequeue(&mut self, at: DateTime<Utc>, name: &JobName) {
+        if let Some(bucket) = self.queue.get_mut(&at) {
+            bucket.remove(name);
+            if bucket.is_empty() {
+                self.queue.remove(&at);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -85,7 +108,7 @@ impl JobTable {
 
     /// The earliest pending slot of any job.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(at, _)| *at)
+        self.queue.first_key_value().map(|(at, _)| *at)
     }
 
     /// The next slot of one job.
@@ -94,9 +117,9 @@ impl JobTable {
     }
 
     /// Replaces the job set with `jobs`, returning what changed (see `apply`).
-    pub fn reload(&mut self, jobs: &BTreeMap<JobName, Job>, now: DateTime<Utc>) -> JobDiff {
-        let current: BTreeMap<JobName, Job> =
-            self.entries.iter().map(|(n, e)| (n.clone(), (*e.job).clone())).collect();
+    pub fn reload(&mut self, jobs: &BTreeMap<JobName, Arc<Job>>, now: DateTime<Utc>) -> JobDiff {
+        let current: BTreeMap<JobName, Arc<Job>> =
+            self.entries.iter().map(|(n, e)| (n.clone(), e.job.clone())).collect();
         let diff = JobDiff::between(&current, jobs);
         self.apply(jobs, &diff, now);
         diff
@@ -104,7 +127,12 @@ impl JobTable {
 
     /// Applies a reload: only added, removed and changed jobs are touched. A changed job whose
     /// schedule is the same keeps its pending slot (a slot is never emitted twice).
-    pub fn apply(&mut self, jobs: &BTreeMap<JobName, Job>, diff: &JobDiff, now: DateTime<Utc>) {
+    pub fn apply(
+        &mut self,
+        jobs: &BTreeMap<JobName, Arc<Job>>,
+        diff: &JobDiff,
+        now: DateTime<Utc>,
+    ) {
         for name in &diff.removed {
             self.remove(name);
         }
@@ -117,27 +145,74 @@ impl JobTable {
                         && job.enabled
                         && at > now - chrono::Duration::seconds(1) =>
                 {
-                    self.queue.insert((at, name.clone()));
-                    self.entries
-                        .insert(name.clone(), Entry { job: Arc::new(job.clone()), next: Some(at) });
+                    self.enqueue(at, name.clone());
+                    self.entries.insert(name.clone(), Entry { job: job.clone(), next: Some(at) });
                 }
-                _ => self.insert(Arc::new(job.clone()), now),
+                _ => self.insert(job.clone(), now),
             }
         }
     }
 
-    /// Everything due at `now`, in slot order per job; each job's next slot moves past `now`.
+    /// Everything due at `now`, in slot order (then by name); each job's next slot moves past `now`.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<Due> {
+        let mut due = self.take_first(now);
+        due.extend(self.advance(now));
+        due.sort_by(|a, b| (a.scheduled, &a.job.name).cmp(&(b.scheduled, &b.job.name)));
+        due
+    }
+
+    /// Phase one of `take_due`, the fast part the timer sends at once: the earliest due slot of
+    /// each due job. Call `advance` right after: until then those jobs have no next slot.
+    pub fn take_first(&mut self, now: DateTime<Utc>) -> Vec<Due> {
         let mut due = Vec::new();
-        while let Some((at, name)) = self.queue.first().cloned() {
-            if at > now {
+        while let Some(entry) = self.queue.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            self.queue.pop_first();
+            let (at, names) = entry.remove_entry();
+            due.reserve(names.len());
+            for name in names {
+                let Some(e) = self.entries.get_mut(&name) else { continue };
+                e.next = None;
+                let late = (now - at).to_std().unwrap_or_default();
+                let window = e.job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
+                let emitted = if late <= window {
+                    due.push(Due {
+                        job: e.job.clone(),
+                        scheduled: at,
+                        trigger: Trigger::Schedule,
+                        late_by: late,
+                    });
+                    Emitted::Yes
+                } else {
+                    Emitted::Missed
+                };
+                self.taken.push((name, at, emitted));
+            }
+        }
+        due
+    }
+
+    /// Undoes `take_first` before `advance`: the taken jobs get their slots back.
+    pub fn untake(&mut self) {
+        for (name, at, _) in std::mem::take(&mut self.taken) {
+            if let Some(entry) = self.entries.get_mut(&name) {
+                entry.next = Some(at);
+                self.enqueue(at, name);
+            }
+        }
+    }
+
+    /// Phase two: computes the next slot of each job `take_first` took; returns the further slots
+    /// that had already passed (a late wake-up), and the catch-up of those missed beyond the window.
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Due> {
+        let mut due = Vec::new();
+        for (name, first, emitted) in std::mem::take(&mut self.taken) {
             let Some(entry) = self.entries.get_mut(&name) else { continue };
             let job = entry.job.clone();
             let window = job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
-            let (mut slot, mut missed) = (Some(at), Vec::new());
+            let mut missed = if emitted == Emitted::Missed { vec![first] } else { Vec::new() };
+            let mut slot = job.schedule.next_after(first);
             while let Some(s) = slot.filter(|s| *s <= now) {
                 let late = (now - s).to_std().unwrap_or_default();
                 if late <= window {
@@ -157,7 +232,7 @@ impl JobTable {
             }
             entry.next = slot;
             if let Some(s) = slot {
-                self.queue.insert((s, name));
+                self.enqueue(s, name);
             }
         }
         due.sort_by_key(|d| d.scheduled);

@@ -15,7 +15,7 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 /// Jobs from YAML, through the real loader.
-fn jobs(yaml: &str) -> BTreeMap<JobName, Job> {
+fn jobs(yaml: &str) -> BTreeMap<JobName, Arc<Job>> {
     let dir = tempfile::tempdir().expect("dir");
     fs_err::write(dir.path().join("t.yaml"), yaml).expect("write");
     let loaded = config::load_dir(dir.path(), at("2026-01-01T00:00:00Z")).expect("load");
@@ -205,6 +205,55 @@ async fn the_timer_task_emits_due_events_on_time_and_answers_its_handle() {
     assert_eq!(late.scheduled, at("2026-01-01T00:00:20Z"));
     assert!(late.late_by >= Duration::from_secs(7), "{:?}", late.late_by);
 
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+}
+
+#[test]
+fn through_both_dst_changes_each_wall_clock_slot_fires_once() {
+    let yaml = job("berlin", "0", "  timezone: Europe/Berlin\n").replace("min: '*'", "min: '*/30'");
+    for (from, expected) in [
+        // Fall back, 2026-10-25: 02:00-03:00 local happens twice; its slots fire in the first pass.
+        ("2026-10-24T23:45:00Z", &["00:00", "00:30", "02:00"][..]),
+        // Spring forward, 2026-03-29: 02:00-03:00 local does not exist; its slots fire once at 03:00.
+        ("2026-03-29T00:15:00Z", &["00:30", "01:00", "01:30", "02:00", "02:30"][..]),
+    ] {
+        let mut t = JobTable::new(jobs(&yaml).into_values(), at(from));
+        let mut fired = Vec::new();
+        let mut now = at(from);
+        // Feed every 10 s for 2 h 30 min: each slot is emitted once, on time.
+        for _ in 0..(150 * 6) {
+            now += chrono::Duration::seconds(10);
+            for d in t.take_due(now) {
+                assert_eq!(d.late_by, Duration::ZERO);
+                fired.push(d.scheduled.format("%H:%M").to_string());
+            }
+        }
+        assert_eq!(fired, expected, "from {from}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_a_prepared_batch_fires_each_slot_once() {
+    let clock = Arc::new(FakeClock {
+        start: at("2026-01-01T00:00:00.500Z"),
+        origin: tokio::time::Instant::now(),
+        step: Mutex::new(chrono::Duration::zero()),
+    });
+    let table = JobTable::new(jobs(&job("tick", "*/5", "")).into_values(), clock.now());
+    let (tx, mut rx) = mpsc::channel(16);
+    let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+    let handle = spawn(&tasks, table, clock.clone(), tx, cancel.clone());
+    assert_eq!(rx.recv().await.expect("due").scheduled, at("2026-01-01T00:00:05Z"));
+    // The batch for 00:00:10 is prepared by now; the reload must put it back and reschedule.
+    let diff = handle.reload(jobs(&job("tick", "*/10", ""))).await.expect("reload");
+    assert_eq!(diff.changed, [JobName::new("tick")]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(rx.recv().await.expect("due").scheduled.format("%H:%M:%S").to_string());
+    }
+    assert_eq!(seen, ["00:00:10", "00:00:20", "00:00:30"]);
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

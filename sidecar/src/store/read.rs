@@ -87,7 +87,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         job: row.get(1)?,
         group: row.get(2)?,
         scheduled: time(row.get(3)?)?,
-        trigger: Trigger::parse(&trigger).ok_or_else(|| bad_text(4, &trigger))?,
+        trigger: super::parse_trigger(&trigger).ok_or_else(|| bad_text(4, &trigger))?,
         status: RunStatus::parse(&status).ok_or_else(|| bad_text(5, &status))?,
         reason: row.get(6)?,
         created: time(row.get(7)?)?,

@@ -187,7 +187,7 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
                     job,
                     group,
                     ms(*scheduled),
-                    trigger.as_str(),
+                    super::trigger_name(*trigger),
                     status.as_str(),
                     reason,
                     ms(*created)

@@ -37,11 +37,19 @@ for line in sys.stdin:
     print(json.dumps({"next": out}))
 "#;
 
-/// The Python with the `crontab` package: the lab's venv once `saltpeter_tests::venv_python` is
-/// on main; until then a throwaway venv in /tmp, or `SALTPETER_CRONTAB_PYTHON`.
+/// The Python with the `crontab` package: `SALTPETER_CRONTAB_PYTHON`, else the lab's venv
+/// (`scripts/saltlab venv`, the TEAM.md contract; `saltpeter_tests::venv_python` once that is on
+/// main), else a throwaway venv in the temp dir.
 fn crontab_python() -> PathBuf {
     if let Some(p) = std::env::var_os("SALTPETER_CRONTAB_PYTHON") {
         return PathBuf::from(p);
+    }
+    let saltlab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/saltlab");
+    if let Ok(out) = Command::new(&saltlab).arg("venv").stderr(Stdio::inherit()).output()
+        && out.status.success()
+    {
+        let venv = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        return PathBuf::from(venv).join("bin/python");
     }
     let venv = std::env::temp_dir().join("crontab-venv");
     let python = venv.join("bin/python");
@@ -71,10 +79,11 @@ impl Rng {
         self.next() % n
     }
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + i64::try_from(self.below(u64::try_from(hi - lo + 1).unwrap())).unwrap()
+        let span = u64::try_from(hi - lo + 1).expect("lo <= hi");
+        lo + i64::try_from(self.below(span)).expect("small")
     }
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[usize::try_from(self.below(items.len() as u64)).unwrap()]
+        items[usize::try_from(self.below(items.len() as u64)).expect("small")]
     }
 }
 
