@@ -27,6 +27,8 @@ pub struct RunRecord {
     pub job: String,
     pub status: String,
     pub reason: String,
+    /// `schedule`, `manual` or `catch-up`.
+    pub trigger: String,
     pub results: Vec<MinionResult>,
 }
 
@@ -93,8 +95,15 @@ impl Sidecar {
     /// SIGKILLs the daemon (no chance to record anything) and starts it again on the same
     /// directories and port.
     pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_after(|| ());
+    }
+
+    /// SIGKILLs the daemon, runs `meanwhile`, and starts it again on the same directories and
+    /// ports.
+    pub fn kill_and_restart_after(&mut self, meanwhile: impl FnOnce()) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        meanwhile();
         let starts = self.log().matches("Saltpeter is running").count() + 1;
         self.child = spawn(
             &self.lab_config,
@@ -158,7 +167,7 @@ impl Sidecar {
         .context("open the run store")?;
         db.busy_timeout(Duration::from_secs(5))?;
         let mut runs = db.prepare(
-            "SELECT instance, job, status, reason FROM runs WHERE job = ?1 ORDER BY scheduled_at",
+            "SELECT instance, job, status, reason, trigger FROM runs WHERE job = ?1 ORDER BY scheduled_at",
         )?;
         let mut results = db.prepare(
             "SELECT minion, phase, retcode, reason FROM results WHERE instance = ?1 ORDER BY minion",
@@ -166,11 +175,11 @@ impl Sidecar {
         let mut output = db.prepare(
             "SELECT data FROM output WHERE instance = ?1 AND minion = ?2 ORDER BY offset",
         )?;
-        let rows: Vec<(String, String, String, String)> = runs
-            .query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        let rows: Vec<(String, String, String, String, String)> = runs
+            .query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (instance, job, status, reason) in rows {
+        for (instance, job, status, reason, trigger) in rows {
             let minions: Vec<(String, String, Option<i32>, String)> = results
                 .query_map([&instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
@@ -182,7 +191,7 @@ impl Sidecar {
                 let output = String::from_utf8_lossy(&chunks.concat()).into_owned();
                 list.push(MinionResult { minion, phase, retcode, reason, output });
             }
-            out.push(RunRecord { instance, job, status, reason, results: list });
+            out.push(RunRecord { instance, job, status, reason, trigger, results: list });
         }
         Ok(out)
     }

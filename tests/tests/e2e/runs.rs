@@ -309,6 +309,29 @@ fn a_stopped_agent_is_heartbeat_lost_253() {
     let _ = lab.salt(&["minion-3", "cmd.run", "pkill -f 'sleep 120'"]);
 }
 
+#[test]
+fn catch_up_latest_runs_once_for_the_slots_missed_while_down() {
+    let lab = Lab::shared();
+    let jobs = job(
+        "caught",
+        "targets: minion-1\ncommand: 'echo caught'\ncatch_up: latest\ncatch_up_window: 1",
+    );
+    let mut sidecar = Sidecar::start(lab, &jobs);
+    sidecar.wait_for_run("caught", LIMIT, |r| r.status == "succeeded");
+    sidecar.kill_and_restart_after(|| {
+        // Down long enough for at least two slots (every 5 s) to pass.
+        let down_since = std::time::Instant::now();
+        wait_until("two slots to pass while the sidecar is down", LIMIT, || {
+            (down_since.elapsed() >= Duration::from_secs(11)).then_some(())
+        });
+    });
+    let caught_up = sidecar.wait_for_run("caught", LIMIT, |r| r.trigger == "catch-up");
+    assert_eq!(caught_up.status, "succeeded", "{caught_up:#?}");
+    let catch_ups =
+        sidecar.all_runs("caught").into_iter().filter(|r| r.trigger == "catch-up").count();
+    assert_eq!(catch_ups, 1, "latest: one run for all the missed slots");
+}
+
 /// Pids of the agent daemons serving `instance` (their environment names it).
 fn agent_processes(instance: &str) -> Vec<String> {
     let needle = format!("SP_JOB_INSTANCE={instance}");
