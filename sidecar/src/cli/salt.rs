@@ -40,6 +40,9 @@ enum SaltCommand {
         count: Option<u64>,
     },
     /// Publish a job and print each minion's return as it arrives (like `salt`).
+    ///
+    /// Exit status: 0 when every expected minion returned and succeeded, 1 when a minion failed
+    /// (non-zero retcode or success false), 2 when a minion did not return by the deadline.
     Run(RunArgs),
     /// Fire an event onto the master bus: TAG and a JSON object.
     Fire { tag: String, data: Option<String> },
