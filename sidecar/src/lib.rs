@@ -5,5 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod joblog;
+pub mod runs;
 pub mod salt;
 pub mod store;
