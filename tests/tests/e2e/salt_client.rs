@@ -109,7 +109,10 @@ async fn events_of_a_ping_from_the_salt_cli_carry_its_jid_tag_and_minion() {
     })
     .await;
     assert_eq!(ret.0, format!("salt/job/{jid}/ret/minion-1"));
-    assert_eq!((ret.1.id.as_str(), ret.1.retcode, ret.1.success), ("minion-1", Some(0), Some(true)));
+    assert_eq!(
+        (ret.1.id.as_str(), ret.1.retcode, ret.1.success),
+        ("minion-1", Some(0), Some(true))
+    );
     assert_eq!(ret.1.ret.decode().unwrap(), from_json(&json!(true)));
 }
 
@@ -225,7 +228,11 @@ async fn a_master_restart_is_survived_and_a_stopped_minion_is_reported() {
     let down = lab.minions[1].clone();
     blocking(|| lab.stop_minion(&down));
     let (returns, missing) = collect(&client, &ping, SECS(8)).await;
-    assert_eq!(missing, [down.clone()], "the stopped minion is reported at the deadline");
+    assert_eq!(
+        missing,
+        std::slice::from_ref(&down),
+        "the stopped minion is reported at the deadline"
+    );
     assert_eq!(ids(&returns).len(), lab.minions.len() - 1);
     assert!(!ids(&returns).contains(&down));
 }
@@ -281,7 +288,10 @@ async fn a_wrong_key_and_a_missing_socket_give_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("master's user"), "{stderr}");
-    assert!(stderr.contains(&lab.dir.display().to_string()) || stderr.contains("/master"), "{stderr}");
+    assert!(
+        stderr.contains(&lab.dir.display().to_string()) || stderr.contains("/master"),
+        "{stderr}"
+    );
 }
 
 fn running_as_root() -> bool {
