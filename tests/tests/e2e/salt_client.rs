@@ -273,23 +273,43 @@ async fn a_wrong_key_and_a_missing_socket_give_clear_errors() {
     assert!(matches!(err, IpcError::Missing { .. }), "{err}");
     assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
 
-    // Not the master's user: the CLI, run as `nobody`, says which path and what to do.
+    // Not the master's user: the CLI, run as `nobody`, says which path and what to do, first
+    // for the config (inside the lab's private directory), then for the event socket (with a
+    // readable copy of the config).
     if !running_as_root() {
         return;
     }
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(saltpeter_tests::bin("saltpeter"))
-        .arg("--salt-master-config")
-        .arg(&lab.master_config)
-        .args(["salt", "events"])
-        .output()
-        .expect("run saltpeter as nobody");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let as_nobody = |config: &std::path::Path| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(saltpeter_tests::bin("saltpeter"))
+            .arg("--salt-master-config")
+            .arg(config)
+            .args(["salt", "events"])
+            .output()
+            .expect("run saltpeter as nobody");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = as_nobody(&lab.master_config);
     assert!(stderr.contains("master's user"), "{stderr}");
+    assert!(stderr.contains(&lab.master_config.display().to_string()), "{stderr}");
+
+    let public = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(public.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let conf_dir = lab.master_config.parent().unwrap();
+    std::fs::copy(&lab.master_config, public.path().join("master")).unwrap();
+    std::fs::create_dir(public.path().join("master.d")).unwrap();
+    for entry in std::fs::read_dir(conf_dir.join("master.d")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), public.path().join("master.d").join(entry.file_name()))
+            .unwrap();
+    }
+    let stderr = as_nobody(&public.path().join("master"));
+    assert!(stderr.contains("permission denied on the master's event socket"), "{stderr}");
     assert!(
-        stderr.contains(&lab.dir.display().to_string()) || stderr.contains("/master"),
+        stderr.contains("master_event_pub.ipc") && stderr.contains("master's user"),
         "{stderr}"
     );
 }
