@@ -22,7 +22,7 @@ pub enum JobUpdate {
     NotReturned(Vec<MinionId>),
 }
 
-/// A published job being followed; see [`SaltClient::run_job`].
+/// A published job being followed; see [`SaltClient::run_job`](super::SaltClient::run_job).
 pub struct JobRun {
     sub: Subscription,
     published: Published,
