@@ -339,3 +339,49 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     writeln!(out, "{}", pretty(value)).context("write to stdout")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_become_args_and_kwargs_as_salt_reads_them() {
+        let words: Vec<String> = [
+            "echo hi",
+            "3",
+            "True",
+            "20261122190935152817",
+            "[1, 2]",
+            "env={\"A\": \"1\"}",
+            "cwd=/tmp",
+            "cmd=a=b",
+            "--flag=x",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let (args, kwargs) = split_words(&words);
+        let json: Vec<serde_json::Value> = args.iter().map(to_json).collect();
+        assert_eq!(
+            json,
+            [
+                serde_json::json!("echo hi"),
+                serde_json::json!(3),
+                serde_json::json!(true),
+                serde_json::json!("20261122190935152817"),
+                serde_json::json!([1, 2]),
+                serde_json::json!("--flag=x"),
+            ]
+        );
+        let kw: Vec<(&str, serde_json::Value)> =
+            kwargs.iter().map(|(k, v)| (k.as_str(), to_json(v))).collect();
+        assert_eq!(
+            kw,
+            [
+                ("env", serde_json::json!({ "A": "1" })),
+                ("cwd", serde_json::json!("/tmp")),
+                ("cmd", serde_json::json!("a=b")),
+            ]
+        );
+    }
+}
