@@ -321,3 +321,31 @@ async fn a_wrong_key_and_a_missing_socket_give_clear_errors() {
 fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_subscriber_is_told_what_it_missed_and_does_not_stall_the_others() {
+    let lab = blocking(Lab::shared);
+    let client = client(lab).await;
+    let config = MasterConfig::load(&lab.master_config).unwrap();
+    let bus = EventBus::with_capacity(config.event_pub.clone(), 4).await.expect("connect");
+    let mut fast = bus.subscribe();
+    let mut slow = bus.subscribe();
+    let tag = format!("saltpeter/e2e/lag/{}", std::process::id());
+    // The fast subscriber sees each event before the next is fired; the slow one reads nothing.
+    for i in 0..12 {
+        let data = from_json(&json!({ "i": i }));
+        let mut seen = false;
+        while !seen {
+            client.fire_event(&tag, data.clone()).await.expect("fire");
+            let wait = next_matching(&mut fast, "our event on the fast subscriber", |e| {
+                (e.tag == tag).then(|| e.decode_data().ok())
+            });
+            seen = tokio::time::timeout(SECS(5), wait).await.is_ok_and(|d| d == Some(data.clone()));
+        }
+    }
+    let first = tokio::time::timeout(SECS(5), slow.recv()).await.expect("an item").expect("open");
+    assert!(matches!(first, BusItem::Lagged(n) if n >= 8), "the slow one is told: {first:?}");
+    // Then it goes on with the most recent events still in the ring (ours, or another test's).
+    let next = tokio::time::timeout(SECS(5), slow.next_event()).await.expect("an event");
+    assert!(next.is_some(), "the slow subscriber is still subscribed");
+}
