@@ -344,6 +344,26 @@ impl SaltClient {
             .map_err(|_| ClientError::NoResult { tag, waited: timeout })?
     }
 
+    /// The returns the master's job cache holds for `jid` (runner `jobs.lookup_jid`), by minion:
+    /// how to fill a gap after [`JobUpdate::BusGap`](super::JobUpdate::BusGap). The cache keeps
+    /// return values only, not retcodes.
+    pub async fn lookup_jid(
+        &self,
+        jid: &Jid,
+        timeout: Duration,
+    ) -> Result<Vec<(MinionId, Value)>, ClientError> {
+        let kwargs = vec![("jid".to_owned(), Value::from(jid.as_str()))];
+        let ret = self.runner("jobs.lookup_jid", Vec::new(), kwargs, timeout).await?;
+        let value = ret.ret.decode().map_err(|e| ClientError::Master(e.to_string()))?;
+        Ok(match value {
+            Value::Map(entries) => entries
+                .into_iter()
+                .filter_map(|(k, v)| Some((MinionId::new(text(&k)?), v)))
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// Calls a wheel function (`key.list_all`); the reply carries the result.
     pub async fn wheel(
         &self,

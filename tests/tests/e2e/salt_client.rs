@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use saltpeter::salt::{
     BusItem, ClientError, Event, EventBus, EventKind, IpcEndpoint, IpcError, JobReturn, JobUpdate,
-    MasterConfig, Publish, SaltClient, Subscription, Target, TargetType, from_json,
+    MasterConfig, Publish, SaltClient, Subscription, Target, TargetType, from_json, to_json,
 };
 use saltpeter_tests::{Lab, LabConfig};
 use serde_json::json;
@@ -133,6 +133,11 @@ async fn cmd_run_on_three_minions_returns_output_and_retcode_and_kwargs_reach_th
         assert!(r.failed());
         assert_eq!(r.ret.as_text().as_deref(), Some("from-kwargs\n/tmp"), "{}: stdout", r.id);
     }
+    // The job cache has the same returns (what a consumer reads after a bus gap).
+    let cached = client.lookup_jid(&returns[0].jid, SECS(60)).await.expect("jobs.lookup_jid");
+    let cached_ids: BTreeSet<String> = cached.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(cached_ids, ids(&returns));
+    assert!(cached.iter().all(|(_, v)| *v == from_json(&json!("from-kwargs\n/tmp"))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,15 +337,17 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_does_not_stall_the_others(
     let mut slow = bus.subscribe();
     let tag = format!("saltpeter/e2e/lag/{}", std::process::id());
     // The fast subscriber sees each event before the next is fired; the slow one reads nothing.
-    for i in 0..12 {
-        let data = from_json(&json!({ "i": i }));
-        let mut seen = false;
-        while !seen {
-            client.fire_event(&tag, data.clone()).await.expect("fire");
+    let deadline = tokio::time::Instant::now() + SECS(120);
+    for i in 0..12u64 {
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "event {i} never reached the fast one");
+            client.fire_event(&tag, from_json(&json!({ "i": i }))).await.expect("fire");
             let wait = next_matching(&mut fast, "our event on the fast subscriber", |e| {
-                (e.tag == tag).then(|| e.decode_data().ok())
+                (e.tag == tag).then(|| e.decode_data().ok().map(|d| to_json(&d)["i"].clone()))
             });
-            seen = tokio::time::timeout(SECS(5), wait).await.is_ok_and(|d| d == Some(data.clone()));
+            if tokio::time::timeout(SECS(5), wait).await.is_ok_and(|got| got == Some(json!(i))) {
+                break;
+            }
         }
     }
     let first = tokio::time::timeout(SECS(5), slow.recv()).await.expect("an item").expect("open");
