@@ -45,7 +45,12 @@ enum SaltCommand {
     /// (non-zero retcode or success false), 2 when a minion did not return by the deadline.
     Run(RunArgs),
     /// Fire an event onto the master bus: TAG and a JSON object.
-    Fire { tag: String, data: Option<String> },
+    Fire {
+        /// The event tag, e.g. `saltpeter/test/hello`.
+        tag: String,
+        /// The event data, a JSON object (default `{}`).
+        data: Option<String>,
+    },
     /// Call a runner (like `salt-run`) and print its return.
     Runner(CallArgs),
     /// Call a wheel function (like `salt-run wheel...`, e.g. `key.list_all`).
@@ -91,7 +96,9 @@ struct RunArgs {
     /// One JSON object per return.
     #[arg(long)]
     json: bool,
+    /// Which minions: a glob on minion ids unless a target-type flag says otherwise.
     target: String,
+    /// The execution module function, e.g. `cmd.run` or `test.ping`.
     fun: String,
     /// Positional arguments; `name=value` words become keyword arguments.
     args: Vec<String>,
@@ -99,6 +106,7 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct CallArgs {
+    /// The function, e.g. `manage.up` (runner) or `key.list_all` (wheel).
     fun: String,
     /// Positional arguments; `name=value` words become keyword arguments.
     args: Vec<String>,

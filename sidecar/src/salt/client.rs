@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Something the master or the way to it refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read the master's key {path}: {source}; {hint}")]
+    #[error("cannot read the master's key {path} ({hint})")]
     KeyUnreadable {
         path: PathBuf,
         hint: String,
