@@ -21,6 +21,7 @@ mod event;
 mod fire;
 mod frame;
 mod ipc;
+mod job;
 mod msgpack;
 mod request;
 mod target;
@@ -30,9 +31,7 @@ mod value;
 mod tests;
 
 pub use bus::{BusItem, DEFAULT_CAPACITY, EventBus, Link, Subscription};
-pub use client::{
-    ClientError, JobRun, JobUpdate, Publish, Published, REQUEST_TIMEOUT, SaltClient, WheelReturn,
-};
+pub use client::{ClientError, Publish, Published, REQUEST_TIMEOUT, SaltClient, WheelReturn};
 pub use config::{ConfigError, DEFAULT_MASTER_CONFIG, IpcEndpoint, MasterConfig, glob_match};
 pub use event::{
     Auth, Event, EventError, EventKind, Jid, JobNew, JobReturn, MinionId, Packed, Presence,
@@ -41,6 +40,7 @@ pub use event::{
 pub use fire::{EventFirer, FireError};
 pub use frame::{BadEvent, BadFrame, Desync, FrameDecoder, Framing, encode_frame};
 pub use ipc::IpcError;
+pub use job::{JobRun, JobUpdate};
 pub use request::RequestError;
 pub use target::{
     Nodegroup, NodegroupError, Target, TargetType, UnknownTargetType, expand_compound,

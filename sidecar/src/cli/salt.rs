@@ -40,9 +40,17 @@ enum SaltCommand {
         count: Option<u64>,
     },
     /// Publish a job and print each minion's return as it arrives (like `salt`).
+    ///
+    /// Exit status: 0 when every expected minion returned and succeeded, 1 when a minion failed
+    /// (non-zero retcode or success false), 2 when a minion did not return by the deadline.
     Run(RunArgs),
     /// Fire an event onto the master bus: TAG and a JSON object.
-    Fire { tag: String, data: Option<String> },
+    Fire {
+        /// The event tag, e.g. `saltpeter/test/hello`.
+        tag: String,
+        /// The event data, a JSON object (default `{}`).
+        data: Option<String>,
+    },
     /// Call a runner (like `salt-run`) and print its return.
     Runner(CallArgs),
     /// Call a wheel function (like `salt-run wheel...`, e.g. `key.list_all`).
@@ -88,7 +96,9 @@ struct RunArgs {
     /// One JSON object per return.
     #[arg(long)]
     json: bool,
+    /// Which minions: a glob on minion ids unless a target-type flag says otherwise.
     target: String,
+    /// The execution module function, e.g. `cmd.run` or `test.ping`.
     fun: String,
     /// Positional arguments; `name=value` words become keyword arguments.
     args: Vec<String>,
@@ -96,6 +106,7 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct CallArgs {
+    /// The function, e.g. `manage.up` (runner) or `key.list_all` (wheel).
     fun: String,
     /// Positional arguments; `name=value` words become keyword arguments.
     args: Vec<String>,
@@ -335,4 +346,50 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", pretty(value)).context("write to stdout")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_become_args_and_kwargs_as_salt_reads_them() {
+        let words: Vec<String> = [
+            "echo hi",
+            "3",
+            "True",
+            "20261122190935152817",
+            "[1, 2]",
+            "env={\"A\": \"1\"}",
+            "cwd=/tmp",
+            "cmd=a=b",
+            "--flag=x",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let (args, kwargs) = split_words(&words);
+        let json: Vec<serde_json::Value> = args.iter().map(to_json).collect();
+        assert_eq!(
+            json,
+            [
+                serde_json::json!("echo hi"),
+                serde_json::json!(3),
+                serde_json::json!(true),
+                serde_json::json!("20261122190935152817"),
+                serde_json::json!([1, 2]),
+                serde_json::json!("--flag=x"),
+            ]
+        );
+        let kw: Vec<(&str, serde_json::Value)> =
+            kwargs.iter().map(|(k, v)| (k.as_str(), to_json(v))).collect();
+        assert_eq!(
+            kw,
+            [
+                ("env", serde_json::json!({ "A": "1" })),
+                ("cwd", serde_json::json!("/tmp")),
+                ("cmd", serde_json::json!("a=b")),
+            ]
+        );
+    }
 }

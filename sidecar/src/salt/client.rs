@@ -1,9 +1,7 @@
 //! The Salt client: publishing jobs, calling runners and wheels through the request port with the
 //! master's key, and following what comes back on the event bus.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rmpv::Value;
@@ -13,10 +11,11 @@ use tracing::{debug, warn};
 
 use super::bus::{BusItem, EventBus, Link, Subscription};
 use super::config::MasterConfig;
-use super::event::{EventKind, Jid, JobReturn, MinionId, RunReturn};
+use super::event::{EventKind, Jid, MinionId, RunReturn};
 use super::fire::{EventFirer, FireError};
 use super::frame::Framing;
 use super::ipc::IpcError;
+use super::job::JobRun;
 use super::request::{RequestError, clear_request, field, text, text_list};
 use super::target::{NodegroupError, Target, TargetType, expand_compound, expand_nodegroup};
 
@@ -26,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Something the master or the way to it refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read the master's key {path}: {source}; {hint}")]
+    #[error("cannot read the master's key {path} ({hint})")]
     KeyUnreadable {
         path: PathBuf,
         hint: String,
@@ -285,14 +284,7 @@ impl SaltClient {
         let sub = self.subscribe();
         self.ensure_live().await;
         let published = self.publish(job).await?;
-        Ok(JobRun {
-            sub,
-            expected: published.minions.iter().cloned().collect(),
-            returned: BTreeSet::new(),
-            deadline: Instant::now() + timeout,
-            published,
-            done: false,
-        })
+        Ok(JobRun::new(sub, published, Instant::now() + timeout))
     }
 
     /// Makes sure the bus reader is registered with the master before we act: on a quiet master
@@ -352,6 +344,26 @@ impl SaltClient {
             .map_err(|_| ClientError::NoResult { tag, waited: timeout })?
     }
 
+    /// The returns the master's job cache holds for `jid` (runner `jobs.lookup_jid`), by minion:
+    /// how to fill a gap after [`JobUpdate::BusGap`](super::JobUpdate::BusGap). The cache keeps
+    /// return values only, not retcodes.
+    pub async fn lookup_jid(
+        &self,
+        jid: &Jid,
+        timeout: Duration,
+    ) -> Result<Vec<(MinionId, Value)>, ClientError> {
+        let kwargs = vec![("jid".to_owned(), Value::from(jid.as_str()))];
+        let ret = self.runner("jobs.lookup_jid", Vec::new(), kwargs, timeout).await?;
+        let value = ret.ret.decode().map_err(|e| ClientError::Master(e.to_string()))?;
+        Ok(match value {
+            Value::Map(entries) => entries
+                .into_iter()
+                .filter_map(|(k, v)| Some((MinionId::new(text(&k)?), v)))
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// Calls a wheel function (`key.list_all`); the reply carries the result.
     pub async fn wheel(
         &self,
@@ -408,72 +420,4 @@ fn next_jid() -> Jid {
     };
     *last = Some(t);
     Jid::new(t.format("%Y%m%d%H%M%S%6f").to_string())
-}
-
-/// What a followed job yields.
-#[derive(Debug, Clone)]
-pub enum JobUpdate {
-    /// A minion returned (also one the master did not predict).
-    Return(Arc<JobReturn>),
-    /// The event bus dropped and came back: returns in the gap may be lost.
-    BusGap,
-    /// We fell behind the bus and missed this many items.
-    Lagged(u64),
-    /// The deadline passed: these expected minions did not return. Always the last update.
-    NotReturned(Vec<MinionId>),
-}
-
-/// A published job being followed; see [`SaltClient::run_job`].
-pub struct JobRun {
-    sub: Subscription,
-    published: Published,
-    expected: BTreeSet<MinionId>,
-    returned: BTreeSet<MinionId>,
-    deadline: Instant,
-    done: bool,
-}
-
-impl JobRun {
-    pub fn jid(&self) -> &Jid {
-        &self.published.jid
-    }
-    /// The master's prediction of who will answer.
-    pub fn expected(&self) -> &[MinionId] {
-        &self.published.minions
-    }
-    pub fn published(&self) -> &Published {
-        &self.published
-    }
-
-    /// The next update; `None` once every expected minion returned or after `NotReturned`.
-    pub async fn next(&mut self) -> Option<JobUpdate> {
-        loop {
-            if self.done || (!self.expected.is_empty() && self.expected.is_subset(&self.returned)) {
-                self.done = true;
-                return None;
-            }
-            let item = tokio::select! {
-                item = self.sub.recv() => item,
-                () = tokio::time::sleep_until(self.deadline) => None,
-            };
-            match item {
-                Some(BusItem::Event(e)) => {
-                    if let EventKind::JobReturn(r) = &e.kind
-                        && r.jid == self.published.jid
-                        && self.returned.insert(r.id.clone())
-                    {
-                        return Some(JobUpdate::Return(Arc::new(r.clone())));
-                    }
-                }
-                Some(BusItem::Disconnected) => return Some(JobUpdate::BusGap),
-                Some(BusItem::Lagged(n)) => return Some(JobUpdate::Lagged(n)),
-                Some(BusItem::Reconnected) => {}
-                None => {
-                    self.done = true;
-                    let missing = self.expected.difference(&self.returned).cloned().collect();
-                    return Some(JobUpdate::NotReturned(missing));
-                }
-            }
-        }
-    }
 }

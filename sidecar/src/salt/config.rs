@@ -56,15 +56,15 @@ pub struct MasterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "cannot read the Salt master config {path}: {source}; run saltpeter on the master as the \
-         master's user, or point --salt-master-config at the master's config file"
+        "cannot read the Salt master config {path} (run saltpeter on the master as the master's \
+         user, or point --salt-master-config at the master's config file)"
     )]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot parse the Salt master config {path}: {source}")]
+    #[error("cannot parse the Salt master config {path}")]
     Parse {
         path: PathBuf,
         #[source]

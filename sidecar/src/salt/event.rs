@@ -6,6 +6,7 @@
 //! read buffer, until a consumer asks for them. A 100 KB `cmd.run` output is never copied by the
 //! reader.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -204,13 +205,13 @@ pub enum EventError {
     BadData { tag: String, reason: &'static str },
 }
 
-/// Field values of one data map, read in one pass.
+/// Field values of one data map, read in one pass; text borrows from the data.
 #[derive(Default)]
-struct Fields {
-    jid: Option<String>,
-    id: Option<String>,
-    fun: Option<String>,
-    tgt_type: Option<String>,
+struct Fields<'a> {
+    jid: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+    fun: Option<Cow<'a, str>>,
+    tgt_type: Option<Cow<'a, str>>,
     tgt: Option<Bytes>,
     arg: Option<Bytes>,
     fun_args: Option<Bytes>,
@@ -218,10 +219,10 @@ struct Fields {
     retcode: Option<i64>,
     success: Option<bool>,
     result: Option<bool>,
-    out: Option<String>,
-    user: Option<String>,
-    act: Option<String>,
-    stamp: Option<String>,
+    out: Option<Cow<'a, str>>,
+    user: Option<Cow<'a, str>>,
+    act: Option<Cow<'a, str>>,
+    stamp: Option<Cow<'a, str>>,
     minions: Vec<String>,
     missing: Vec<String>,
     present: Vec<String>,
@@ -229,11 +230,10 @@ struct Fields {
     lost: Vec<String>,
 }
 
-fn read_fields(data: &Bytes) -> Result<Fields, WalkError> {
+fn read_fields(data: &Bytes) -> Result<Fields<'_>, WalkError> {
     let mut w = Walker::new(data);
     let mut f = Fields::default();
     let entries = w.map_len()?;
-    let owned = |s: Option<std::borrow::Cow<'_, str>>| s.map(std::borrow::Cow::into_owned);
     for _ in 0..entries {
         let key = match w.peek()? {
             0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => w.raw()?,
@@ -245,14 +245,14 @@ fn read_fields(data: &Bytes) -> Result<Fields, WalkError> {
         };
         let start = w.position();
         match key {
-            b"jid" => f.jid = owned(w.opt_text()?),
-            b"id" => f.id = owned(w.opt_text()?),
-            b"fun" => f.fun = owned(w.opt_text()?),
-            b"tgt_type" => f.tgt_type = owned(w.opt_text()?),
-            b"out" => f.out = owned(w.opt_text()?),
-            b"user" => f.user = owned(w.opt_text()?),
-            b"act" => f.act = owned(w.opt_text()?),
-            b"_stamp" => f.stamp = owned(w.opt_text()?),
+            b"jid" => f.jid = w.opt_text()?,
+            b"id" => f.id = w.opt_text()?,
+            b"fun" => f.fun = w.opt_text()?,
+            b"tgt_type" => f.tgt_type = w.opt_text()?,
+            b"out" => f.out = w.opt_text()?,
+            b"user" => f.user = w.opt_text()?,
+            b"act" => f.act = w.opt_text()?,
+            b"_stamp" => f.stamp = w.opt_text()?,
             b"retcode" => f.retcode = w.opt_int()?,
             b"success" => f.success = w.opt_bool()?,
             b"result" => f.result = w.opt_bool()?,
@@ -286,12 +286,42 @@ fn ids(v: Vec<String>) -> Vec<MinionId> {
     v.into_iter().map(MinionId).collect()
 }
 
+fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.map(Cow::into_owned)
+}
+
 /// Parses `_stamp`: `2026-11-22T18:47:29.535071` (3006/3007, naive UTC) or with `+00:00` (3008).
+/// The fixed layout is read by hand (this runs for every event); anything else goes to chrono.
 pub(crate) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+    fast_stamp(s.as_bytes()).or_else(|| {
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+        })
+    })
+}
+
+fn fast_stamp(b: &[u8]) -> Option<DateTime<Utc>> {
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?
+            .iter()
+            .try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    };
+    let tail = b.get(26..).unwrap_or_default();
+    let layout_ok = b.len() >= 26
+        && (b[4], b[7], b[10], b[13], b[16], b[19]) == (b'-', b'-', b'T', b':', b':', b'.')
+        && (tail.is_empty() || tail == b"+00:00" || tail == b"Z");
+    if !layout_ok {
+        return None;
     }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_micro_opt(
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+        num(20..26)?,
+    )?;
+    Some(date.and_time(time).and_utc())
 }
 
 impl Event {
@@ -318,57 +348,95 @@ impl Event {
     }
 }
 
-fn classify(tag: &str, f: Fields) -> EventKind {
-    let parts: Vec<&str> = tag.split('/').collect();
-    match parts.as_slice() {
-        ["salt", "job", jid, "new"] => EventKind::JobNew(JobNew {
-            jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
-            fun: f.fun.unwrap_or_default(),
-            tgt_type: f.tgt_type.unwrap_or_else(|| "glob".to_owned()),
+/// The tags we type, recognised without allocating.
+enum Shape<'t> {
+    JobNew(&'t str),
+    JobReturn(&'t str, &'t str),
+    RunReturn(&'t str),
+    Auth,
+    MinionStart,
+    Presence,
+    Other,
+}
+
+fn shape(tag: &str) -> Shape<'_> {
+    if let Some(rest) = tag.strip_prefix("salt/job/") {
+        let (jid, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        if rest == "new" {
+            return Shape::JobNew(jid);
+        }
+        // A minion id may contain `/`: everything after `ret/` is the id.
+        if let Some(id) = rest.strip_prefix("ret/").filter(|id| !id.is_empty()) {
+            return Shape::JobReturn(jid, id);
+        }
+        return Shape::Other;
+    }
+    if let Some(rest) = tag.strip_prefix("salt/run/") {
+        return match rest.split_once('/') {
+            Some((jid, "ret")) => Shape::RunReturn(jid),
+            _ => Shape::Other,
+        };
+    }
+    if tag == "salt/auth" {
+        return Shape::Auth;
+    }
+    if tag == "minion_start"
+        || tag.strip_prefix("salt/minion/").is_some_and(|r| r.ends_with("/start") && r.len() > 6)
+    {
+        return Shape::MinionStart;
+    }
+    if tag == "salt/presence/present" || tag == "salt/presence/change" {
+        return Shape::Presence;
+    }
+    Shape::Other
+}
+
+fn classify(tag: &str, f: Fields<'_>) -> EventKind {
+    match shape(tag) {
+        Shape::JobNew(jid) => EventKind::JobNew(JobNew {
+            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
+            fun: owned(f.fun).unwrap_or_default(),
+            tgt_type: owned(f.tgt_type).unwrap_or_else(|| "glob".to_owned()),
             tgt: Packed(f.tgt.unwrap_or_else(nil)),
             arg: Packed(f.arg.unwrap_or_else(nil)),
             minions: ids(f.minions),
             missing: ids(f.missing),
-            user: f.user,
+            user: owned(f.user),
         }),
-        // A minion id may contain `/`: everything after `ret/` is the id.
-        ["salt", "job", jid, "ret", _, ..] => {
-            let from_tag = tag.splitn(5, '/').nth(4).unwrap_or_default();
-            EventKind::JobReturn(JobReturn {
-                jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
-                id: MinionId(f.id.unwrap_or_else(|| from_tag.to_owned())),
-                fun: f.fun.unwrap_or_default(),
-                ret: Packed(f.ret.unwrap_or_else(nil)),
-                retcode: f.retcode,
-                success: f.success,
-                out: f.out,
-                fun_args: f.fun_args.map(Packed),
-            })
-        }
-        ["salt", "run", jid, "ret"] => EventKind::RunReturn(RunReturn {
-            jid: Jid::new(f.jid.unwrap_or_else(|| (*jid).to_owned())),
-            fun: f.fun.unwrap_or_default(),
+        Shape::JobReturn(jid, id) => EventKind::JobReturn(JobReturn {
+            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
+            id: MinionId(f.id.map_or_else(|| id.to_owned(), Cow::into_owned)),
+            fun: owned(f.fun).unwrap_or_default(),
+            ret: Packed(f.ret.unwrap_or_else(nil)),
+            retcode: f.retcode,
+            success: f.success,
+            out: owned(f.out),
+            fun_args: f.fun_args.map(Packed),
+        }),
+        Shape::RunReturn(jid) => EventKind::RunReturn(RunReturn {
+            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
+            fun: owned(f.fun).unwrap_or_default(),
             ret: Packed(f.ret.unwrap_or_else(nil)),
             success: f.success,
             retcode: f.retcode,
         }),
-        ["salt", "auth"] => match f.id {
+        Shape::Auth => match owned(f.id) {
             Some(id) => EventKind::Auth(Auth {
                 id: MinionId(id),
-                act: f.act.unwrap_or_default(),
+                act: owned(f.act).unwrap_or_default(),
                 result: f.result,
             }),
             None => EventKind::Other,
         },
-        ["minion_start"] | ["salt", "minion", _, "start"] => match f.id {
+        Shape::MinionStart => match owned(f.id) {
             Some(id) => EventKind::MinionStart { id: MinionId(id) },
             None => EventKind::Other,
         },
-        ["salt", "presence", "present" | "change"] => EventKind::Presence(Presence {
+        Shape::Presence => EventKind::Presence(Presence {
             present: ids(f.present),
             new: ids(f.new),
             lost: ids(f.lost),
         }),
-        _ => EventKind::Other,
+        Shape::Other => EventKind::Other,
     }
 }

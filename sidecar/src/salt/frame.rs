@@ -159,7 +159,13 @@ impl FrameDecoder {
                 let frame = self.buf.split_to(len).freeze();
                 Some(Decoded::Body(frame.slice(range)))
             }
-            Err(WalkError::Incomplete) => None,
+            Err(WalkError::Incomplete) => {
+                // Make room for the whole frame at once rather than growing read by read.
+                if let Some(len) = plain_frame_len(&self.buf).filter(|l| *l <= MAX_FRAME) {
+                    self.buf.reserve(len.saturating_sub(self.buf.len()));
+                }
+                None
+            }
             Err(WalkError::Malformed(reason)) => {
                 // Skip the whole value if it is valid MessagePack, else resynchronise at the next
                 // thing that looks like a frame start.
@@ -174,6 +180,19 @@ impl FrameDecoder {
             }
         }
     }
+}
+
+/// The total length of a plain frame, once its header up to the body's length is buffered.
+fn plain_frame_len(buf: &[u8]) -> Option<usize> {
+    let mut w = Walker::new(buf);
+    for _ in 0..w.map_len().ok()? {
+        if w.raw().ok()? == b"body" {
+            let len = w.raw_len().ok()?;
+            return w.position().checked_add(len);
+        }
+        w.skip().ok()?;
+    }
+    None
 }
 
 /// Where a frame may start again after garbage: the next `{"head"` or `{"body"` fixmap.

@@ -97,7 +97,23 @@ impl<'a> Walker<'a> {
 
     /// A str or bin value as text; invalid UTF-8 is replaced rather than refused.
     pub(crate) fn text(&mut self) -> Result<Cow<'a, str>, WalkError> {
-        Ok(String::from_utf8_lossy(self.raw()?))
+        let raw = self.raw()?;
+        // `from_utf8` is the fast path; the lossy scan only runs on bad bytes.
+        Ok(match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        })
+    }
+
+    /// The payload length of a str or bin value, leaving the cursor at its first payload byte.
+    pub(crate) fn raw_len(&mut self) -> Result<usize, WalkError> {
+        match self.byte()? {
+            m @ 0xa0..=0xbf => Ok(usize::from(m & 0x1f)),
+            0xd9 | 0xc4 => self.len(1),
+            0xda | 0xc5 => self.len(2),
+            0xdb | 0xc6 => self.len(4),
+            _ => Err(WalkError::Malformed("expected a string")),
+        }
     }
 
     /// A str value, or nil. Anything else is skipped and reads as `None`.
@@ -135,8 +151,8 @@ impl<'a> Walker<'a> {
                 let shift = 64 - 8 * width;
                 // Sign-extend from `width` bytes: reinterpreting the bits is the intent here.
                 #[allow(clippy::cast_possible_wrap)]
-                let v = ((raw << shift) as i64) >> shift;
-                v
+                let signed = (raw << shift) as i64;
+                signed >> shift
             }
             _ => {
                 self.skip()?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use saltpeter::salt::{
     BusItem, ClientError, Event, EventBus, EventKind, IpcEndpoint, IpcError, JobReturn, JobUpdate,
-    MasterConfig, Publish, SaltClient, Subscription, Target, TargetType, from_json,
+    MasterConfig, Publish, SaltClient, Subscription, Target, TargetType, from_json, to_json,
 };
 use saltpeter_tests::{Lab, LabConfig};
 use serde_json::json;
@@ -133,6 +133,11 @@ async fn cmd_run_on_three_minions_returns_output_and_retcode_and_kwargs_reach_th
         assert!(r.failed());
         assert_eq!(r.ret.as_text().as_deref(), Some("from-kwargs\n/tmp"), "{}: stdout", r.id);
     }
+    // The job cache has the same returns (what a consumer reads after a bus gap).
+    let cached = client.lookup_jid(&returns[0].jid, SECS(60)).await.expect("jobs.lookup_jid");
+    let cached_ids: BTreeSet<String> = cached.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(cached_ids, ids(&returns));
+    assert!(cached.iter().all(|(_, v)| *v == from_json(&json!("from-kwargs\n/tmp"))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,7 +233,11 @@ async fn a_master_restart_is_survived_and_a_stopped_minion_is_reported() {
     let down = lab.minions[1].clone();
     blocking(|| lab.stop_minion(&down));
     let (returns, missing) = collect(&client, &ping, SECS(8)).await;
-    assert_eq!(missing, [down.clone()], "the stopped minion is reported at the deadline");
+    assert_eq!(
+        missing,
+        std::slice::from_ref(&down),
+        "the stopped minion is reported at the deadline"
+    );
     assert_eq!(ids(&returns).len(), lab.minions.len() - 1);
     assert!(!ids(&returns).contains(&down));
 }
@@ -269,27 +278,81 @@ async fn a_wrong_key_and_a_missing_socket_give_clear_errors() {
     assert!(matches!(err, IpcError::Missing { .. }), "{err}");
     assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
 
-    // Not the master's user: the CLI, run as `nobody`, says which path and what to do.
+    // Not the master's user: the CLI, run as `nobody`, says which path and what to do, with the
+    // lab's config, then with a copy of it that `nobody` can surely read.
     if !running_as_root() {
         return;
     }
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(saltpeter_tests::bin("saltpeter"))
-        .arg("--salt-master-config")
-        .arg(&lab.master_config)
-        .args(["salt", "events"])
-        .output()
-        .expect("run saltpeter as nobody");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let as_nobody = |config: &std::path::Path| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(saltpeter_tests::bin("saltpeter"))
+            .arg("--salt-master-config")
+            .arg(config)
+            .args(["salt", "events"])
+            .output()
+            .expect("run saltpeter as nobody");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Whichever it cannot reach first, the config or the socket, is named.
+    let stderr = as_nobody(&lab.master_config);
     assert!(stderr.contains("master's user"), "{stderr}");
     assert!(
-        stderr.contains(&lab.dir.display().to_string()) || stderr.contains("/master"),
+        stderr.contains(&lab.master_config.display().to_string())
+            || stderr.contains("master_event_pub.ipc"),
+        "{stderr}"
+    );
+
+    let public = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(public.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let conf_dir = lab.master_config.parent().unwrap();
+    std::fs::copy(&lab.master_config, public.path().join("master")).unwrap();
+    std::fs::create_dir(public.path().join("master.d")).unwrap();
+    for entry in std::fs::read_dir(conf_dir.join("master.d")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), public.path().join("master.d").join(entry.file_name()))
+            .unwrap();
+    }
+    let stderr = as_nobody(&public.path().join("master"));
+    assert!(stderr.contains("permission denied on the master's event socket"), "{stderr}");
+    assert!(
+        stderr.contains("master_event_pub.ipc") && stderr.contains("master's user"),
         "{stderr}"
     );
 }
 
 fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_subscriber_is_told_what_it_missed_and_does_not_stall_the_others() {
+    let lab = blocking(Lab::shared);
+    let client = client(lab).await;
+    let config = MasterConfig::load(&lab.master_config).unwrap();
+    let bus = EventBus::with_capacity(config.event_pub.clone(), 4).await.expect("connect");
+    let mut fast = bus.subscribe();
+    let mut slow = bus.subscribe();
+    let tag = format!("saltpeter/e2e/lag/{}", std::process::id());
+    // The fast subscriber sees each event before the next is fired; the slow one reads nothing.
+    let deadline = tokio::time::Instant::now() + SECS(120);
+    for i in 0..12u64 {
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "event {i} never reached the fast one");
+            client.fire_event(&tag, from_json(&json!({ "i": i }))).await.expect("fire");
+            let wait = next_matching(&mut fast, "our event on the fast subscriber", |e| {
+                (e.tag == tag).then(|| e.decode_data().ok().map(|d| to_json(&d)["i"].clone()))
+            });
+            if tokio::time::timeout(SECS(5), wait).await.is_ok_and(|got| got == Some(json!(i))) {
+                break;
+            }
+        }
+    }
+    let first = tokio::time::timeout(SECS(5), slow.recv()).await.expect("an item").expect("open");
+    assert!(matches!(first, BusItem::Lagged(n) if n >= 8), "the slow one is told: {first:?}");
+    // Then it goes on with the most recent events still in the ring (ours, or another test's).
+    let next = tokio::time::timeout(SECS(5), slow.next_event()).await.expect("an event");
+    assert!(next.is_some(), "the slow subscriber is still subscribed");
 }
