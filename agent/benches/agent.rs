@@ -155,7 +155,7 @@ fn main() {
         impls.push(Impl {
             name: "python wrapper",
             program: vec![python, "-m".into(), "saltpeter.wrapper".into()],
-            bulk: 50_000_000,
+            bulk: 10_000_000,
         });
     }
     println!(

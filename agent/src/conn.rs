@@ -88,7 +88,11 @@ impl Session {
                     info!(url = %self.settings.endpoint.url, "Connected to the sidecar.");
                     backoff = Duration::from_millis(100);
                     failures = 0;
-                    match self.connection(ws).await {
+                    let result = self.connection(ws).await;
+                    for run in &self.runs {
+                        lock_outbox(&run.outbox).set_connected(false);
+                    }
+                    match result {
                         Ok(()) => continue,
                         Err(e) => warn!(error = format!("{e:#}"), "Connection lost; reconnecting."),
                     }
@@ -137,6 +141,7 @@ impl Session {
             let now = Instant::now();
             let mut deadline = next_heartbeat.min(last_read + SILENCE);
             for run in &self.runs {
+                lock_outbox(&run.outbox).set_connected(true);
                 loop {
                     let message = lock_outbox(&run.outbox).next_message(now.into_std())?;
                     let Some(message) = message else { break };
