@@ -99,7 +99,7 @@ impl Session {
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 30 == 0 {
+                    if failures == 1 || failures.is_multiple_of(30) {
                         warn!(
                             error = format!("{e:#}"),
                             failures, "Cannot reach the sidecar; retrying."
@@ -149,10 +149,10 @@ impl Session {
                     ws.feed(Message::text(message.encode())).await.context("send")?;
                 }
                 // A deadline already past means the window is full: an ack, not a timer, wakes us.
-                if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std) {
-                    if due > now {
-                        deadline = deadline.min(due);
-                    }
+                if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std)
+                    && due > now
+                {
+                    deadline = deadline.min(due);
                 }
             }
             ws.flush().await.context("send")?;

@@ -47,9 +47,9 @@ impl Endpoint {
         let host = uri.host().filter(|h| !h.is_empty()).ok_or("no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let from_query = uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| Token::new(t))
-        });
+        let from_query = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(Token::new));
         Ok(Endpoint {
             url: url.to_owned(),
             tls,

@@ -208,10 +208,8 @@ impl Outbox {
         let due = self.ending.is_some()
             || unsent >= MAX_OUTPUT_CHUNK as u64
             || self.deadline().is_some_and(|d| d <= now);
-        if due {
-            if let Some(message) = self.next_chunk()? {
-                return Ok(Some(message));
-            }
+        if due && let Some(message) = self.next_chunk()? {
+            return Ok(Some(message));
         }
         if self.ending.is_some() && !self.complete_queued && self.unsent_bytes() == 0 {
             self.complete_queued = true;

@@ -53,11 +53,11 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
-        if let Err(e) = lock_outbox(self.outbox).append(stream, bytes) {
-            if !self.failed {
-                warn!(error = %e, "Cannot spool output; it is read and dropped.");
-                self.failed = true;
-            }
+        if let Err(e) = lock_outbox(self.outbox).append(stream, bytes)
+            && !self.failed
+        {
+            warn!(error = %e, "Cannot spool output; it is read and dropped.");
+            self.failed = true;
         }
         self.wake.notify_one();
     }

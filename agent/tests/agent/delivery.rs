@@ -41,7 +41,7 @@ async fn a_hundred_megabytes_arrive_complete_in_order_byte_for_byte() {
     let mut x: u32 = 12345;
     while data.len() < 100_000_000 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        if (x >> 20) % 3 == 0 {
+        if (x >> 20).is_multiple_of(3) {
             data.extend_from_slice("progress 42%\r€😀 line\n".as_bytes());
         } else {
             data.extend_from_slice(&x.to_le_bytes());

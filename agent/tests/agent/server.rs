@@ -151,11 +151,19 @@ impl Server {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
-            let record = self.run(instance);
-            if probe(&record) {
-                return record;
+            {
+                // Probe under the lock: cloning a large record on every message is quadratic.
+                let state = self.state.lock().unwrap();
+                let empty = RunRecord::default();
+                let record = state.runs.get(instance).unwrap_or(&empty);
+                if probe(record) {
+                    return record.clone();
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut record = self.run(instance);
+                record.stdout.truncate(1000);
+                record.all.truncate(1000);
                 panic!("timed out after {limit:?} waiting for {what}; the run has: {record:?}");
             }
         }
@@ -178,6 +186,7 @@ async fn connection(
     changed: Arc<Notify>,
     mode: Mode,
 ) {
+    tcp.set_nodelay(true).ok();
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -251,7 +260,7 @@ async fn connection(
                 }
                 let upto = Seq(r.expected - 1);
                 acks += 1;
-                if mode == Mode::LoseAcks && acks % 2 == 0 {
+                if mode == Mode::LoseAcks && acks.is_multiple_of(2) {
                     continue;
                 }
                 reply(ack(AckType::Output, Some(upto), Some(o.run.job_instance)));
