@@ -64,6 +64,7 @@ fn launch(imp: &Impl, vars: &BTreeMap<String, String>) -> Duration {
     took
 }
 
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a percentile of a few samples
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -75,6 +76,18 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+/// utime + stime of a /proc/<pid>/stat text, in seconds (USER_HZ = 100).
+fn stat_cpu(stat: &str) -> f64 {
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_secs(path: &str) -> f64 {
+    stat_cpu(&std::fs::read_to_string(path).unwrap_or_default())
 }
 
 async fn measure(imp: &Impl, server: &Server, dir: &std::path::Path) {
@@ -124,14 +137,23 @@ async fn measure(imp: &Impl, server: &Server, dir: &std::path::Path) {
     );
 
     // 3. Throughput of `yes`-like output to the server, and the same command run directly.
-    let cmd = format!("yes | head -c {}", imp.bulk);
+    let yes = format!("yes | head -c {}", imp.bulk);
+    // The job's parent is the agent's daemon: its CPU time, on stderr when the output is done.
+    let cmd = format!("{yes}; cat /proc/$PPID/stat >&2");
     let t = Instant::now();
-    Command::new("/bin/sh").args(["-c", &format!("{cmd} > /dev/null")]).status().unwrap();
+    Command::new("/bin/sh").args(["-c", &format!("{yes} > /dev/null")]).status().unwrap();
     let direct = t.elapsed();
     let t = Instant::now();
+    let server_cpu = cpu_secs("/proc/self/stat");
     launch(imp, &vars(&url, &job, "bulk", &cmd, dir));
     let r = server.complete("bulk", Duration::from_secs(1800)).await;
     let through = t.elapsed();
+    let server_cpu = cpu_secs("/proc/self/stat") - server_cpu;
+    let agent_cpu = stat_cpu(&String::from_utf8_lossy(&r.stderr));
+    println!(
+        "{:<16} CPU during the transfer: agent {agent_cpu:.2} s, test server {server_cpu:.2} s",
+        imp.name
+    );
     let got = r.stdout.len() as u64;
     let intact = got == imp.bulk && r.stdout.chunks(2).all(|c| c == b"y\n" || c == b"y");
     println!(
@@ -155,7 +177,7 @@ fn main() {
         impls.push(Impl {
             name: "python wrapper",
             program: vec![python, "-m".into(), "saltpeter.wrapper".into()],
-            bulk: 50_000_000,
+            bulk: 10_000_000,
         });
     }
     println!(

@@ -88,14 +88,18 @@ impl Session {
                     info!(url = %self.settings.endpoint.url, "Connected to the sidecar.");
                     backoff = Duration::from_millis(100);
                     failures = 0;
-                    match self.connection(ws).await {
+                    let result = self.connection(ws).await;
+                    for run in &self.runs {
+                        lock_outbox(&run.outbox).set_connected(false);
+                    }
+                    match result {
                         Ok(()) => continue,
                         Err(e) => warn!(error = format!("{e:#}"), "Connection lost; reconnecting."),
                     }
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 30 == 0 {
+                    if failures == 1 || failures.is_multiple_of(30) {
                         warn!(
                             error = format!("{e:#}"),
                             failures, "Cannot reach the sidecar; retrying."
@@ -137,6 +141,7 @@ impl Session {
             let now = Instant::now();
             let mut deadline = next_heartbeat.min(last_read + SILENCE);
             for run in &self.runs {
+                lock_outbox(&run.outbox).set_connected(true);
                 loop {
                     let message = lock_outbox(&run.outbox).next_message(now.into_std())?;
                     let Some(message) = message else { break };
@@ -144,10 +149,10 @@ impl Session {
                     ws.feed(Message::text(message.encode())).await.context("send")?;
                 }
                 // A deadline already past means the window is full: an ack, not a timer, wakes us.
-                if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std) {
-                    if due > now {
-                        deadline = deadline.min(due);
-                    }
+                if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std)
+                    && due > now
+                {
+                    deadline = deadline.min(due);
                 }
             }
             ws.flush().await.context("send")?;

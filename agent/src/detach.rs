@@ -54,18 +54,26 @@ pub fn spawn_daemon(settings: &Settings, job: &str) -> anyhow::Result<u32> {
         }
         None => (Stdio::null(), Stdio::null()),
     };
+    // Without /proc (a bare chroot), the path it was started by.
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        std::ffi::OsString::from("/proc/self/exe")
+    } else {
+        std::env::args_os().next().context("no /proc/self/exe and no argv[0]")?
+    };
     #[allow(clippy::disallowed_methods)] // the agent re-executing itself
-    let mut cmd = std::process::Command::new("/proc/self/exe");
+    let mut cmd = std::process::Command::new(exe);
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
+    // stdin: a pipe whose write end closes when this process exits (EOF), rather than
+    // /dev/null, which a bare chroot may not have.
     cmd.args(std::env::args_os().skip(1))
         .env(DAEMON_MARKER, "1")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(out)
         .stderr(err)
         .current_dir("/");
     sys::new_session(&mut cmd);
-    let child = cmd.spawn().context("re-execute /proc/self/exe")?;
+    let child = cmd.spawn().context("re-execute the agent")?;
     Ok(child.id())
 }

@@ -1,9 +1,9 @@
 //! Where the sidecar is and how to reach it: the `SP_WEBSOCKET_URL` parsed once, then for each
-//! attempt a name lookup with a pure-Rust resolver (the static binary has no NSS; hickory
-//! honours /etc/hosts and resolv.conf), TCP, TLS with rustls for `wss://`, and the WebSocket
+//! attempt a name lookup with our stub resolver (the static binary has no NSS; see
+//! `resolve`), TCP, TLS with rustls for `wss://`, and the WebSocket
 //! handshake.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +47,9 @@ impl Endpoint {
         let host = uri.host().filter(|h| !h.is_empty()).ok_or("no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let from_query = uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| Token::new(t))
-        });
+        let from_query = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(Token::new));
         Ok(Endpoint {
             url: url.to_owned(),
             tls,
@@ -92,17 +92,11 @@ impl Endpoint {
     }
 
     async fn resolve(&self) -> anyhow::Result<SocketAddr> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.port));
-        }
-        let resolver =
-            hickory_resolver::Resolver::builder_tokio().context("read /etc/resolv.conf")?.build();
-        let ips = resolver
-            .lookup_ip(self.host.as_str())
+        let ips = crate::resolve::lookup(&self.host, &crate::resolve::SYSTEM)
             .await
             .with_context(|| format!("resolve `{}`", self.host))?;
-        let ip = ips.iter().next().ok_or_else(|| anyhow!("`{}` has no address", self.host))?;
-        Ok(SocketAddr::new(ip, self.port))
+        let ip = ips.first().ok_or_else(|| anyhow!("`{}` has no address", self.host))?;
+        Ok(SocketAddr::new(*ip, self.port))
     }
 
     fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {

@@ -109,10 +109,10 @@ pub fn from_vars(
     let endpoint = match Endpoint::parse(&url, get(EnvVar::Token).map(Token::new)) {
         Ok(mut e) => {
             e.ca_file = get(EnvVar::CaFile).map(PathBuf::from);
-            if let Some(ca) = &e.ca_file {
-                if !ca.is_file() {
-                    fail(EnvVar::CaFile, format!("`{}` is not a readable file", ca.display()));
-                }
+            if let Some(ca) = &e.ca_file
+                && !ca.is_file()
+            {
+                fail(EnvVar::CaFile, format!("`{}` is not a readable file", ca.display()));
             }
             Some(e)
         }
@@ -138,10 +138,10 @@ pub fn from_vars(
         },
     };
     let cwd = get(EnvVar::Cwd).map(PathBuf::from);
-    if let Some(dir) = &cwd {
-        if !dir.is_dir() {
-            fail(EnvVar::Cwd, format!("`{}` is not a directory", dir.display()));
-        }
+    if let Some(dir) = &cwd
+        && !dir.is_dir()
+    {
+        fail(EnvVar::Cwd, format!("`{}` is not a directory", dir.display()));
     }
     let timeout = match get(EnvVar::Timeout).map(str::trim) {
         None => None,
@@ -199,10 +199,10 @@ pub fn from_vars(
     if job_name.contains('/') || job_name == "." || job_name == ".." {
         fail(EnvVar::JobName, format!("`{job_name}` cannot name a file (contains `/`)"));
     }
-    if let Some(i) = instance {
-        if i.contains('/') || i == "." || i == ".." {
-            fail(EnvVar::JobInstance, format!("`{i}` cannot name a directory (contains `/`)"));
-        }
+    if let Some(i) = instance
+        && (i.contains('/') || i == "." || i == "..")
+    {
+        fail(EnvVar::JobInstance, format!("`{i}` cannot name a directory (contains `/`)"));
     }
     let spool_cap = match vars.get(SPOOL_CAP_VAR).map(|v| v.trim()) {
         None | Some("") => DEFAULT_SPOOL_CAP,

@@ -3,7 +3,7 @@
 //!
 //! Modules: `env` (the `SP_*` contract), `detach`, `daemon`, `run` (one run from lock to
 //! result), `child` (process group, user, signals), `spool` and `outbox` (undelivered output
-//! and the per-run window), `conn` (the WebSocket session), `endpoint` (DNS, TLS, handshake),
+//! and the per-run window), `conn` (the WebSocket session), `endpoint` (TLS, handshake), `resolve` (DNS without NSS),
 //! `lock`, `rundir`, `control` (`status`/`kill`), `users`, `machine`, and `sys` (every
 //! `unsafe` call).
 
@@ -18,6 +18,7 @@ pub mod env;
 pub mod lock;
 pub mod machine;
 pub mod outbox;
+pub mod resolve;
 pub mod run;
 pub mod rundir;
 pub mod spool;

@@ -5,12 +5,15 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saltpeter_protocol::{
     AgentMessage, Armed, Complete, DispatchId, EndReason, MAX_OUTPUT_CHUNK, Output, RunKey, Seq,
     Start, Stream, Timestamp,
 };
+
+use tokio::sync::Notify;
 
 use crate::rundir::{RunDir, RunResult};
 use crate::spool::{Piece, Pos, Spool};
@@ -19,6 +22,10 @@ use crate::spool::{Piece, Pos, Spool};
 pub const WINDOW_MESSAGES: usize = 64;
 /// ...and at most this many output bytes.
 pub const WINDOW_BYTES: usize = 4 << 20;
+/// While connected, the job's pipes are not read when this much output waits to be sent: the
+/// job writes at the pace the sidecar takes, instead of outrunning it into the spool's cap.
+/// While disconnected the pipes are always drained (a job must never block on a lost sidecar).
+pub const HIGH_WATER: u64 = 8 << 20;
 
 #[derive(Debug)]
 enum Sent {
@@ -68,6 +75,9 @@ pub struct Outbox {
     pub delivered: bool,
     /// The sidecar said it does not know the run: stop sending it; the result stays local.
     pub abandoned: bool,
+    connected: bool,
+    /// Signalled when output leaves (acked) or the connection drops: a paused reader resumes.
+    pub drained: Arc<Notify>,
 }
 
 impl Outbox {
@@ -95,6 +105,8 @@ impl Outbox {
             complete_queued: false,
             delivered: false,
             abandoned: false,
+            connected: false,
+            drained: Arc::new(Notify::new()),
         }
     }
 
@@ -141,6 +153,18 @@ impl Outbox {
         self.unsent_since.map(|t| t + self.interval)
     }
 
+    /// Whether the reader should leave the pipes alone for now (see [`HIGH_WATER`]).
+    pub fn congested(&self) -> bool {
+        self.connected && !self.is_settled() && self.unsent_bytes() >= HIGH_WATER
+    }
+
+    pub fn set_connected(&mut self, connected: bool) {
+        if self.connected && !connected {
+            self.drained.notify_one();
+        }
+        self.connected = connected;
+    }
+
     /// A new connection: everything unacknowledged goes again.
     pub fn rewind(&mut self) {
         self.resent = 0;
@@ -184,10 +208,8 @@ impl Outbox {
         let due = self.ending.is_some()
             || unsent >= MAX_OUTPUT_CHUNK as u64
             || self.deadline().is_some_and(|d| d <= now);
-        if due {
-            if let Some(message) = self.next_chunk()? {
-                return Ok(Some(message));
-            }
+        if due && let Some(message) = self.next_chunk()? {
+            return Ok(Some(message));
         }
         if self.ending.is_some() && !self.complete_queued && self.unsent_bytes() == 0 {
             self.complete_queued = true;
@@ -278,6 +300,7 @@ impl Outbox {
         }
         if let (Some(end), Some(spool)) = (released, self.spool.as_mut()) {
             spool.release(end)?;
+            self.drained.notify_one();
         }
         if self.delivered {
             if let Some(spool) = self.spool.take() {
@@ -297,6 +320,7 @@ impl Outbox {
 
     /// The sidecar is missing `expected` onwards: it holds what came before; resend the rest.
     pub fn nack(&mut self, expected: Seq) -> io::Result<()> {
+        self.drained.notify_one();
         if let Some(before) = expected.0.checked_sub(1) {
             self.ack(Seq(before))?;
         }
@@ -326,3 +350,6 @@ fn piece_bytes(piece: Piece) -> (Option<Stream>, Vec<u8>) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,8 +21,10 @@ use crate::rundir::{RunDir, RunInfo};
 
 /// How long a stopped group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How long the pipes are still read after the shell exits, for what it left running.
+/// After the shell exits, the pipes are closed once they stay silent this long (something it
+/// left running holds them open), or at the latest [`DRAIN_LIMIT`] after the exit.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 const READ_BUF: usize = 64 * 1024;
 
 /// A request to a run from the connection or from a signal.
@@ -51,11 +53,11 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
-        if let Err(e) = lock_outbox(self.outbox).append(stream, bytes) {
-            if !self.failed {
-                warn!(error = %e, "Cannot spool output; it is read and dropped.");
-                self.failed = true;
-            }
+        if let Err(e) = lock_outbox(self.outbox).append(stream, bytes)
+            && !self.failed
+        {
+            warn!(error = %e, "Cannot spool output; it is read and dropped.");
+            self.failed = true;
         }
         self.wake.notify_one();
     }
@@ -149,30 +151,36 @@ pub async fn drive(
     let (mut out_open, mut err_open) = (true, true);
     let mut status = None;
     let mut exited_at = None;
+    let mut last_data = Instant::now();
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     // Set once the group is being stopped: why, and when SIGKILL is due.
     let mut stopping: Option<(KillReason, Instant)> = None;
     let mut group_done = false;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
 
+    let drained = lock_outbox(&outbox).drained.clone();
     loop {
         let pipes_open = out_open || err_open;
+        // Connected and behind: let the job wait on its pipe until output leaves.
+        let paused = lock_outbox(&outbox).congested();
         if status.is_some() && !pipes_open && (stopping.is_none() || group_done) {
             break;
         }
         let stop_at = |reason| (reason, Instant::now() + KILL_GRACE);
         tokio::select! {
-            read = job.stdout.read(&mut out_buf), if out_open => match read {
-                Ok(n) if n > 0 => sink.write(Stream::Stdout, &out_carry.take(&out_buf[..n])),
+            () = drained.notified(), if paused => {}
+            read = job.stdout.read(&mut out_buf), if out_open && !paused => match read {
+                Ok(n) if n > 0 => { last_data = Instant::now(); sink.write(Stream::Stdout, &out_carry.take(&out_buf[..n])) }
                 _ => { out_open = false; sink.write(Stream::Stdout, &out_carry.take(&[])); }
             },
-            read = job.stderr.read(&mut err_buf), if err_open => match read {
-                Ok(n) if n > 0 => sink.write(Stream::Stderr, &err_carry.take(&err_buf[..n])),
+            read = job.stderr.read(&mut err_buf), if err_open && !paused => match read {
+                Ok(n) if n > 0 => { last_data = Instant::now(); sink.write(Stream::Stderr, &err_carry.take(&err_buf[..n])) }
                 _ => { err_open = false; sink.write(Stream::Stderr, &err_carry.take(&[])); }
             },
             exit = job.child.wait(), if status.is_none() => {
                 status = Some(exit.map_or(ExitCode::Error.code(), child::retcode));
                 exited_at = Some(Instant::now());
+                last_data = Instant::now();
             },
             Some(Control::Kill(reason)) = control.recv(), if stopping.is_none() => {
                 let why = match reason {
@@ -199,7 +207,7 @@ pub async fn drive(
             () = sleep(Duration::from_millis(50)), if stopping.is_some() && !group_done && status.is_some() => {
                 group_done = !child::group_alive(pgid);
             },
-            () = sleep_until(exited_at.map_or(far, |t| t + DRAIN_GRACE)), if exited_at.is_some() && pipes_open => {
+            () = sleep_until(drain_deadline(exited_at, last_data, far)), if exited_at.is_some() && pipes_open && !paused => {
                 warn!("The command exited but something it started keeps its output open; no longer reading it.");
                 (out_open, err_open) = (false, false);
             },
@@ -211,4 +219,10 @@ pub async fn drive(
         None => (status.unwrap_or(ExitCode::Error.code()), EndReason::Exited),
     };
     sink.finish(retcode, reason);
+}
+
+/// When to stop reading pipes that outlive the shell: silent for [`DRAIN_GRACE`], or
+/// [`DRAIN_LIMIT`] after the exit.
+fn drain_deadline(exited_at: Option<Instant>, last_data: Instant, far: Instant) -> Instant {
+    exited_at.map_or(far, |t| (last_data + DRAIN_GRACE).min(t + DRAIN_LIMIT))
 }

@@ -66,24 +66,20 @@ impl AccountDb {
         let text = read(&self.group).unwrap_or_default();
         for line in text.lines() {
             let fields: Vec<&str> = line.split(':').collect();
-            if let [_, _, gid, members] = fields[..] {
-                if members.split(',').any(|m| m.trim() == user) {
-                    if let Ok(gid) = gid.parse() {
-                        groups.push(Gid::from_raw(gid));
-                    }
-                }
+            if let [_, _, gid, members] = fields[..]
+                && members.split(',').any(|m| m.trim() == user)
+                && let Ok(gid) = gid.parse()
+            {
+                groups.push(Gid::from_raw(gid));
             }
         }
-        if groups.len() == 1 {
-            if let Some(line) = self.getent("initgroups", user) {
-                // "name  gid1 gid2 ..."
-                groups.extend(
-                    line.split_whitespace()
-                        .skip(1)
-                        .filter_map(|g| g.parse().ok())
-                        .map(Gid::from_raw),
-                );
-            }
+        if groups.len() == 1
+            && let Some(line) = self.getent("initgroups", user)
+        {
+            // "name  gid1 gid2 ..."
+            groups.extend(
+                line.split_whitespace().skip(1).filter_map(|g| g.parse().ok()).map(Gid::from_raw),
+            );
         }
         groups.sort_by_key(|g| g.as_raw());
         groups.dedup();

@@ -56,6 +56,8 @@ pub struct Server {
     pub changed: Arc<Notify>,
     pub mode: Mode,
     tasks: Option<JoinSet<()>>,
+    /// While down, the port stays bound (not listening), so nothing else takes it meanwhile.
+    reservation: Option<tokio::net::TcpSocket>,
 }
 
 impl Server {
@@ -66,6 +68,7 @@ impl Server {
             changed: Arc::default(),
             mode,
             tasks: None,
+            reservation: None,
         };
         server.listen().await;
         server
@@ -73,9 +76,17 @@ impl Server {
 
     /// A server that is not listening yet, on a port reserved for it.
     pub async fn down(mode: Mode) -> Server {
-        let mut server = Server::start(mode).await;
-        server.stop();
-        server
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Server {
+            addr: socket.local_addr().unwrap(),
+            state: Arc::default(),
+            changed: Arc::default(),
+            mode,
+            tasks: None,
+            reservation: Some(socket),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -83,7 +94,11 @@ impl Server {
     }
 
     async fn listen(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
+        drop(self.reservation.take());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener: TcpListener = socket.listen(1024).unwrap();
         self.addr = listener.local_addr().unwrap();
         let mut tasks = JoinSet::new();
         let (state, changed, mode) = (self.state.clone(), self.changed.clone(), self.mode);
@@ -136,11 +151,19 @@ impl Server {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
-            let record = self.run(instance);
-            if probe(&record) {
-                return record;
+            {
+                // Probe under the lock: cloning a large record on every message is quadratic.
+                let state = self.state.lock().unwrap();
+                let empty = RunRecord::default();
+                let record = state.runs.get(instance).unwrap_or(&empty);
+                if probe(record) {
+                    return record.clone();
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let mut record = self.run(instance);
+                record.stdout.truncate(1000);
+                record.all.truncate(1000);
                 panic!("timed out after {limit:?} waiting for {what}; the run has: {record:?}");
             }
         }
@@ -163,6 +186,7 @@ async fn connection(
     changed: Arc<Notify>,
     mode: Mode,
 ) {
+    tcp.set_nodelay(true).ok();
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -236,7 +260,7 @@ async fn connection(
                 }
                 let upto = Seq(r.expected - 1);
                 acks += 1;
-                if mode == Mode::LoseAcks && acks % 2 == 0 {
+                if mode == Mode::LoseAcks && acks.is_multiple_of(2) {
                     continue;
                 }
                 reply(ack(AckType::Output, Some(upto), Some(o.run.job_instance)));
