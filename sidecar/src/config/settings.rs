@@ -43,7 +43,7 @@ impl Default for Settings {
             debug: false,
             api_ws: false,
             api_ws_port: 8888,
-            api_ws_bind_addr: "0.0.0.0".into(),
+            api_ws_bind_addr: "127.0.0.1".into(),
             machines_ws_port: 8889,
             machines_ws_bind_addr: "0.0.0.0".into(),
             default_saltpeter_server_host: host_name(),
