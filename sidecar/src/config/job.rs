@@ -32,42 +32,8 @@ impl fmt::Display for JobName {
     }
 }
 
-/// Salt's `tgt_type`s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetType {
-    Glob,
-    Pcre,
-    List,
-    Grain,
-    GrainPcre,
-    Pillar,
-    PillarPcre,
-    Nodegroup,
-    Range,
-    Compound,
-    Ipcidr,
-}
-
-impl TargetType {
-    const NAMES: [(&'static str, TargetType); 11] = [
-        ("glob", TargetType::Glob),
-        ("pcre", TargetType::Pcre),
-        ("list", TargetType::List),
-        ("grain", TargetType::Grain),
-        ("grain_pcre", TargetType::GrainPcre),
-        ("pillar", TargetType::Pillar),
-        ("pillar_pcre", TargetType::PillarPcre),
-        ("nodegroup", TargetType::Nodegroup),
-        ("range", TargetType::Range),
-        ("compound", TargetType::Compound),
-        ("ipcidr", TargetType::Ipcidr),
-    ];
-
-    /// The name Salt uses (`tgt_type`).
-    pub fn as_str(self) -> &'static str {
-        Self::NAMES.iter().find(|(_, t)| *t == self).map_or("glob", |(n, _)| n)
-    }
-}
+/// Salt's `tgt_type`s: the Salt client's own type.
+pub use crate::salt::TargetType;
 
 /// A count or a share of the targets (`batch_size`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,9 +204,9 @@ pub(super) fn validate(name: &str, raw: RawJob, cx: &Context<'_>) -> Checked {
     let target_type = match &raw.target_type {
         None => Some(TargetType::Glob),
         Some(Value::String(s)) => {
-            let found = TargetType::NAMES.iter().find(|(n, _)| n == s).map(|(_, t)| *t);
+            let found = TargetType::ALL.into_iter().find(|t| t.as_str() == s);
             if found.is_none() {
-                let names: Vec<&str> = TargetType::NAMES.iter().map(|(n, _)| *n).collect();
+                let names: Vec<&str> = TargetType::ALL.iter().map(|t| t.as_str()).collect();
                 v.err("target_type", format!("{s:?} is not one of {}", names.join(", ")));
             }
             found

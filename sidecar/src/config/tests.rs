@@ -69,7 +69,7 @@ fn bad_files_give_verbatim_messages() {
         [
             "a.yaml:2: is not valid YAML: did not find expected alphabetic or numeric character at line 2 column 9, while scanning an alias at line 2 column 8 (hint: quote values starting with `*`, like '*/5')",
             "b.yaml:6: job `nightly`: `dow`: 8 is out of range 0-7 (day of the week)",
-            "b.yaml:11: job `nightly`: `target_type`: \"globb\" is not one of glob, pcre, list, grain, grain_pcre, pillar, pillar_pcre, nodegroup, range, compound, ipcidr",
+            "b.yaml:11: job `nightly`: `target_type`: \"globb\" is not one of glob, pcre, list, grain, grain_pcre, pillar, pillar_pcre, pillar_exact, nodegroup, range, compound, ipcidr",
             "b.yaml:10: job `nightly`: `timeout`: -1 is negative; give seconds, 0 or more",
             "c.yml:1: job `partial`: `dom`: is required (the original drops a job without it)",
             "c.yml:1: job `partial`: `mon`: is required (the original drops a job without it)",

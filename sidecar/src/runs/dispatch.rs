@@ -13,16 +13,11 @@ use super::Deps;
 use super::engine::Command;
 use super::minion::Input;
 use crate::config::{Job, WrapperLogLevel};
-use crate::salt::{ClientError, JobUpdate, Publish, Target, TargetType};
+use crate::salt::{ClientError, JobUpdate, Publish, Target};
 
 /// The Salt target of a job.
 fn target(job: &Job) -> Result<Target, String> {
-    let kind: TargetType = job
-        .target_type
-        .as_str()
-        .parse()
-        .map_err(|_| format!("unknown target_type {}", job.target_type.as_str()))?;
-    Ok(Target::new(job.targets.clone(), kind))
+    Ok(Target::new(job.targets.clone(), job.target_type))
 }
 
 /// Publishes `test.ping` to the job's target: the master's prediction of the minions is the

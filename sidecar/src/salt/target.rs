@@ -23,6 +23,22 @@ pub enum TargetType {
 }
 
 impl TargetType {
+    /// Every `tgt_type`, in the order Salt's documentation lists them.
+    pub const ALL: [TargetType; 12] = [
+        Self::Glob,
+        Self::Pcre,
+        Self::List,
+        Self::Grain,
+        Self::GrainPcre,
+        Self::Pillar,
+        Self::PillarPcre,
+        Self::PillarExact,
+        Self::Nodegroup,
+        Self::Range,
+        Self::Compound,
+        Self::Ipcidr,
+    ];
+
     /// The name on the wire and in Saltpeter's job files.
     pub fn as_str(self) -> &'static str {
         match self {
