@@ -229,18 +229,6 @@ async fn run(
     }
 }
 
-/// Applies each effective reload from `config::watch` to the scheduler, until either side stops.
-pub async fn follow_reloads(
-    mut reloads: mpsc::Receiver<crate::config::Reloaded>,
-    scheduler: SchedulerHandle,
-) {
-    while let Some(reloaded) = reloads.recv().await {
-        if scheduler.reload(reloaded.loaded.jobs).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Sends in order, with backpressure from the run engine, but never past a shutdown.
 async fn send_all(
     batch: Vec<Due>,
