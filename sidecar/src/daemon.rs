@@ -22,7 +22,7 @@ use crate::http;
 use crate::runs::{self, Deps, EngineSettings};
 use crate::salt::{MasterConfig, SaltClient};
 use crate::scheduler::{self, JobTable, SystemClock};
-use crate::store;
+use crate::{retention, store};
 
 /// How the daemon was asked to run (command line and `SALTPETER_*` environment); each `Some`
 /// overrides the matching `saltpeter_config` key.
@@ -86,6 +86,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let store = store::spawn(&tasks, &options.state_dir).context("open the run store")?;
+    let (retention_tx, retention_rx) =
+        tokio::sync::watch::channel(retention::Policy::new(settings, loaded.jobs.values()));
+    tasks.spawn(retention::run(
+        store.clone(),
+        retention_rx,
+        retention::EVERY,
+        cancel.child_token(),
+    ));
     let bind = options.agent_bind.clone().unwrap_or_else(|| settings.machines_ws_bind_addr.clone());
     let agent_addr = format!("{bind}:{}", engine_settings.agent_port);
     let listener = TcpListener::bind(&agent_addr)
@@ -159,6 +167,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             report(&reloaded.loaded);
             let diff = reloaded.diff;
             info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "Config reloaded.");
+            retention_tx.send_replace(retention::Policy::new(&reloaded.loaded.settings, reloaded.loaded.jobs.values()));
             if scheduler.reload(reloaded.loaded.jobs).await.is_err() {
                 return;
             }

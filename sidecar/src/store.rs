@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 pub use read::{OutputChunk, Progress, ResultRow, RunFilter, RunRow};
-pub use write::Write;
+pub use write::{Retention, Write};
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "saltpeter.db";

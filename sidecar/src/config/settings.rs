@@ -34,6 +34,9 @@ pub struct Settings {
     pub opensearch_index: String,
     /// The zone of jobs that set neither `timezone` nor `utc`.
     pub timezone: Tz,
+    /// Retention of finished runs for jobs that set neither `history_days` nor `max_runs`.
+    pub history_days: u32,
+    pub max_runs: Option<u32>,
 }
 
 impl Default for Settings {
@@ -55,6 +58,8 @@ impl Default for Settings {
             elasticsearch_index: "saltpeter".into(),
             opensearch_index: "saltpeter".into(),
             timezone: Tz::UTC,
+            history_days: 30,
+            max_runs: None,
         }
     }
 }
@@ -107,6 +112,12 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
     string(v, &raw.opensearch, "opensearch", &mut s.opensearch);
     string(v, &raw.elasticsearch_index, "elasticsearch_index", &mut s.elasticsearch_index);
     string(v, &raw.opensearch_index, "opensearch_index", &mut s.opensearch_index);
+    if let Some(days) = v.count(&raw.history_days, "history_days") {
+        s.history_days = days;
+    }
+    if let Some(n) = v.count(&raw.max_runs, "max_runs") {
+        s.max_runs = Some(n);
+    }
     if let Some(b) = v.boolean(&raw.debug, "debug") {
         s.debug = b;
     }

@@ -182,6 +182,19 @@ async fn filters_pages_open_runs_last_slot_and_pruning() {
             .await
             .unwrap();
     }
+    for i in 0..5 {
+        store.write(create(&format!("c{i}"), "c", at(i * 60 + 2))).await.unwrap();
+        store
+            .write(Write::UpdateRun {
+                instance: format!("c{i}"),
+                status: RunStatus::Succeeded,
+                reason: String::new(),
+                started: None,
+                finished: Some(at(i * 60 + 3)),
+            })
+            .await
+            .unwrap();
+    }
     store.write_durable(output("b3", 0, b"x", 10)).await.unwrap();
 
     let page = store
@@ -214,7 +227,10 @@ async fn filters_pages_open_runs_last_slot_and_pruning() {
     assert_eq!(store.last_slot("zzz").await.unwrap(), None);
 
     store
-        .write_durable(Write::Prune { before: at(0) + Duration::minutes(4), keep_per_job: Some(2) })
+        .write_durable(Write::Prune {
+            default: Retention { before: at(0) + Duration::minutes(4), keep: Some(2) },
+            jobs: vec![("c".into(), Retention { before: at(0), keep: Some(1) })],
+        })
         .await
         .unwrap();
     let left = store
@@ -233,4 +249,10 @@ async fn filters_pages_open_runs_last_slot_and_pruning() {
             .len(),
         10
     );
+    // Job c has its own rule: nothing is too old, but only its newest run stays.
+    let c = store
+        .runs(RunFilter { job: Some("c".into()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(c.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c4"]);
 }

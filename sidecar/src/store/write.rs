@@ -87,12 +87,22 @@ pub enum Write {
     },
     /// Changes nothing: a durable barrier commits every write queued before it.
     Barrier,
-    /// Retention: deletes finished runs scheduled before `before`, and of each job all but its
-    /// newest `keep_per_job` finished runs.
+    /// Retention: deletes finished runs (with their results and output) that a job's rule no
+    /// longer keeps; `default` covers every job not named in `jobs` (also jobs since removed).
+    /// Open runs are never deleted.
     Prune {
-        before: DateTime<Utc>,
-        keep_per_job: Option<u32>,
+        default: Retention,
+        jobs: Vec<(String, Retention)>,
     },
+}
+
+/// What retention keeps of a job's finished runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Runs scheduled before this go.
+    pub before: DateTime<Utc>,
+    /// At most this many of the newest runs stay.
+    pub keep: Option<u32>,
 }
 
 /// The writer loop: runs on the blocking pool until every handle is dropped and the queue is
@@ -263,23 +273,59 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
             )?;
         }
         Write::Barrier => {}
-        Write::Prune { before, keep_per_job } => {
-            c.execute(
-                "DELETE FROM runs WHERE scheduled_at < ?1 AND status NOT IN ('pending', 'running')",
-                params![ms(*before)],
-            )?;
-            if let Some(keep) = keep_per_job {
-                c.execute(
-                    "DELETE FROM runs WHERE instance IN (
-                         SELECT instance FROM (
-                             SELECT instance, ROW_NUMBER() OVER
-                                 (PARTITION BY job ORDER BY scheduled_at DESC, created_at DESC) AS n
-                             FROM runs WHERE status NOT IN ('pending', 'running'))
-                         WHERE n > ?1)",
-                    params![keep],
-                )?;
-            }
+        Write::Prune { default, jobs } => prune(c, default, jobs)?,
+    }
+    Ok(())
+}
+
+/// One statement per rule: `?1` the cutoff, `?2` the number kept, `?3` the job or the JSON list
+/// of jobs the default rule leaves alone.
+fn prune(
+    c: &Connection,
+    default: &Retention,
+    jobs: &[(String, Retention)],
+) -> rusqlite::Result<()> {
+    const FINISHED: &str = "status NOT IN ('pending', 'running')";
+    let by_age = format!("DELETE FROM runs WHERE scheduled_at < ?1 AND {FINISHED} AND job = ?2");
+    let by_count = format!(
+        "DELETE FROM runs WHERE instance IN (
+             SELECT instance FROM (
+                 SELECT instance, ROW_NUMBER() OVER
+                     (ORDER BY scheduled_at DESC, created_at DESC) AS n
+                 FROM runs WHERE job = ?2 AND {FINISHED})
+             WHERE n > ?1)"
+    );
+    let mut age = c.prepare_cached(&by_age)?;
+    let mut count = c.prepare_cached(&by_count)?;
+    for (job, rule) in jobs {
+        age.execute(params![ms(rule.before), job])?;
+        if let Some(keep) = rule.keep {
+            count.execute(params![keep, job])?;
         }
+    }
+    let named =
+        serde_json::Value::from(jobs.iter().map(|(job, _)| job.as_str()).collect::<Vec<_>>())
+            .to_string();
+    c.execute(
+        &format!(
+            "DELETE FROM runs WHERE scheduled_at < ?1 AND {FINISHED}
+             AND job NOT IN (SELECT value FROM json_each(?2))"
+        ),
+        params![ms(default.before), named],
+    )?;
+    if let Some(keep) = default.keep {
+        c.execute(
+            &format!(
+                "DELETE FROM runs WHERE instance IN (
+                     SELECT instance FROM (
+                         SELECT instance, ROW_NUMBER() OVER
+                             (PARTITION BY job ORDER BY scheduled_at DESC, created_at DESC) AS n
+                         FROM runs WHERE {FINISHED}
+                         AND job NOT IN (SELECT value FROM json_each(?2)))
+                     WHERE n > ?1)"
+            ),
+            params![keep, named],
+        )?;
     }
     Ok(())
 }
