@@ -22,7 +22,7 @@ use crate::http;
 use crate::runs::{self, Deps, EngineSettings};
 use crate::salt::{MasterConfig, SaltClient};
 use crate::scheduler::{self, JobTable, SystemClock};
-use crate::{retention, store};
+use crate::{export, retention, store};
 
 /// How the daemon was asked to run (command line and `SALTPETER_*` environment); each `Some`
 /// overrides the matching `saltpeter_config` key.
@@ -40,6 +40,10 @@ pub struct Options {
     pub api: bool,
     pub api_port: Option<u16>,
     pub api_bind: Option<String>,
+    /// Search-engine export URLs and index prefix.
+    pub elasticsearch: Option<String>,
+    pub opensearch: Option<String>,
+    pub index: Option<String>,
     /// How long a minion has to answer before it counts as not responding.
     pub response_deadline: Duration,
     pub heartbeat_timeout: Duration,
@@ -56,6 +60,22 @@ pub fn report(loaded: &Loaded) -> bool {
         warn!("{d}");
     }
     loaded.report.errors.is_empty()
+}
+
+/// The export settings with the command line's overrides.
+fn export_settings(settings: &config::Settings, options: &Options) -> config::Settings {
+    let mut s = settings.clone();
+    if let Some(url) = &options.elasticsearch {
+        s.elasticsearch.clone_from(url);
+    }
+    if let Some(url) = &options.opensearch {
+        s.opensearch.clone_from(url);
+    }
+    if let Some(index) = &options.index {
+        s.elasticsearch_index.clone_from(index);
+        s.opensearch_index.clone_from(index);
+    }
+    s
 }
 
 /// Runs the daemon until `shutdown` completes.
@@ -86,6 +106,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let store = store::spawn(&tasks, &options.state_dir).context("open the run store")?;
+    let sinks = export::sinks(&export_settings(settings, &options));
+    export::register(&store, &sinks).await.context("set up the search-engine export")?;
+    for sink in sinks {
+        tasks.spawn(export::run(store.clone(), sink, cancel.child_token()));
+    }
     let (retention_tx, retention_rx) =
         tokio::sync::watch::channel(retention::Policy::new(settings, loaded.jobs.values()));
     tasks.spawn(retention::run(

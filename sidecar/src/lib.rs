@@ -8,6 +8,7 @@ pub mod agents;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod export;
 pub mod http;
 pub mod joblog;
 pub mod retention;

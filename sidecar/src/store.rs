@@ -9,6 +9,7 @@
 //! drop). Reads use their own connection on the blocking pool, so a slow query never holds up
 //! writes. Nothing outside this module knows SQL.
 
+mod export;
 mod read;
 mod schema;
 mod write;
@@ -21,6 +22,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+pub use export::ExportEvent;
 pub use read::{OutputChunk, Progress, ResultRow, RunFilter, RunRow};
 pub use write::{Retention, Write};
 
@@ -253,6 +255,16 @@ impl StoreHandle {
     /// are resumed or closed.
     pub async fn open_runs(&self) -> Result<Vec<RunRow>, StoreError> {
         self.read(read::open_runs).await
+    }
+
+    /// The next export events `sink` has not delivered; `None` if the sink is not registered.
+    pub async fn export_pending(
+        &self,
+        sink: &str,
+        limit: u32,
+    ) -> Result<Option<Vec<ExportEvent>>, StoreError> {
+        let sink = sink.to_owned();
+        self.read(move |c| export::pending(c, &sink, limit)).await
     }
 
     /// The latest scheduled slot recorded for `job` (by the schedule or catch-up), for catch-up.

@@ -39,6 +39,15 @@ pub struct Args {
     /// The API's address (`api_ws_bind_addr`).
     #[arg(long = "api-bind", env = "SALTPETER_API_BIND")]
     pub api_bind: Option<String>,
+    /// Send run events to this Elasticsearch URL (`elasticsearch` in saltpeter_config).
+    #[arg(short = 'e', long, env = "SALTPETER_ELASTICSEARCH")]
+    pub elasticsearch: Option<String>,
+    /// Send run events to this OpenSearch URL (`opensearch` in saltpeter_config).
+    #[arg(short = 'o', long, env = "SALTPETER_OPENSEARCH")]
+    pub opensearch: Option<String>,
+    /// The index prefix for both (`elasticsearch_index`, `opensearch_index`; `saltpeter`).
+    #[arg(short = 'i', long, env = "SALTPETER_INDEX")]
+    pub index: Option<String>,
     /// Seconds a targeted minion has to answer before it counts as not responding (255).
     #[arg(long, env = "SALTPETER_RESPONSE_DEADLINE", default_value_t = 10)]
     pub response_deadline: u64,
@@ -65,6 +74,9 @@ pub async fn run(
         api: args.api,
         api_port: args.api_port,
         api_bind: args.api_bind,
+        elasticsearch: args.elasticsearch,
+        opensearch: args.opensearch,
+        index: args.index,
         response_deadline: Duration::from_secs(args.response_deadline),
         heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout),
         shutdown_grace: Duration::from_secs(10),

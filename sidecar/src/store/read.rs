@@ -63,7 +63,7 @@ pub struct RunFilter {
 const RUN_COLUMNS: &str = "instance, job, job_group, scheduled_at, trigger, status, reason, \
                            created_at, started_at, finished_at";
 
-fn time(ms: i64) -> rusqlite::Result<DateTime<Utc>> {
+pub(super) fn time(ms: i64) -> rusqlite::Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single().ok_or(rusqlite::Error::IntegralValueOutOfRange(0, ms))
 }
 

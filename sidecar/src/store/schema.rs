@@ -73,6 +73,77 @@ const MIGRATIONS: &[&str] = &[
     // 2: what an agent session needs to resume after a restart of the sidecar.
     "ALTER TABLE results ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE results ADD COLUMN token TEXT;",
+    // 3: the search-engine export spool. Triggers queue one row per event of the original's
+    // documents (`msg_type`) in the same transaction as the change, while a sink is configured;
+    // each sink keeps how far it got, and rows every sink passed are deleted.
+    "CREATE TABLE export_queue (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        msg_type    TEXT NOT NULL,
+        job         TEXT NOT NULL,
+        job_group   TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        machine     TEXT,
+        return_code INTEGER
+    );
+    CREATE TABLE export_sinks (
+        name    TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TRIGGER export_run_created AFTER INSERT ON runs
+    WHEN EXISTS (SELECT 1 FROM export_sinks)
+    BEGIN
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance)
+        VALUES (NEW.created_at,
+                CASE WHEN NEW.status <> 'skipped' THEN 'start'
+                     WHEN NEW.reason LIKE '%maintenance%' THEN 'maintenance'
+                     WHEN NEW.reason LIKE '%overlap%' THEN 'overlap'
+                     ELSE 'no_machines' END,
+                NEW.job, NEW.job_group, NEW.instance);
+    END;
+    CREATE TRIGGER export_run_finished AFTER UPDATE OF finished_at ON runs
+    WHEN OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL
+        AND EXISTS (SELECT 1 FROM export_sinks)
+    BEGIN
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance)
+        VALUES (NEW.finished_at,
+                CASE WHEN NEW.status = 'skipped' AND NEW.started_at IS NULL THEN 'no_machines'
+                     ELSE 'end' END,
+                NEW.job, NEW.job_group, NEW.instance);
+    END;
+    CREATE TRIGGER export_result_inserted AFTER INSERT ON results
+    WHEN (NEW.started_at IS NOT NULL OR NEW.retcode IS NOT NULL OR NEW.phase = 'maintenance')
+        AND EXISTS (SELECT 1 FROM export_sinks)
+    BEGIN
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance, machine, return_code)
+        SELECT COALESCE(NEW.started_at, NEW.finished_at, CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+               'machine_start', job, job_group, NEW.instance, NEW.minion, NULL
+        FROM runs WHERE instance = NEW.instance AND NEW.started_at IS NOT NULL;
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance, machine, return_code)
+        SELECT COALESCE(NEW.finished_at, CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+               CASE WHEN NEW.retcode IS NULL THEN 'maintenance' ELSE 'machine_result' END,
+               job, job_group, NEW.instance, NEW.minion, NEW.retcode
+        FROM runs WHERE instance = NEW.instance
+            AND (NEW.retcode IS NOT NULL OR NEW.phase = 'maintenance');
+    END;
+    CREATE TRIGGER export_result_started AFTER UPDATE OF started_at ON results
+    WHEN OLD.started_at IS NULL AND NEW.started_at IS NOT NULL
+        AND EXISTS (SELECT 1 FROM export_sinks)
+    BEGIN
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance, machine)
+        SELECT NEW.started_at, 'machine_start', job, job_group, NEW.instance, NEW.minion
+        FROM runs WHERE instance = NEW.instance;
+    END;
+    CREATE TRIGGER export_result_finished AFTER UPDATE OF retcode ON results
+    WHEN OLD.retcode IS NULL AND NEW.retcode IS NOT NULL
+        AND EXISTS (SELECT 1 FROM export_sinks)
+    BEGIN
+        INSERT INTO export_queue (at, msg_type, job, job_group, instance, machine, return_code)
+        SELECT COALESCE(NEW.finished_at, CAST(unixepoch('subsec') * 1000 AS INTEGER)),
+               'machine_result', job, job_group, NEW.instance, NEW.minion, NEW.retcode
+        FROM runs WHERE instance = NEW.instance;
+    END;",
 ];
 
 /// The schema version this build writes.

@@ -87,6 +87,15 @@ pub enum Write {
     },
     /// Changes nothing: a durable barrier commits every write queued before it.
     Barrier,
+    /// The search-engine sinks configured now. A new sink starts with what is queued from now
+    /// on; a sink no longer named is forgotten. With none, nothing is queued.
+    ExportSinks(Vec<String>),
+    /// `sink` has delivered every queued event up to `last_id`; rows every sink has delivered
+    /// are deleted.
+    ExportDelivered {
+        sink: String,
+        last_id: i64,
+    },
     /// Retention: deletes finished runs (with their results and output) that a job's rule no
     /// longer keeps; `default` covers every job not named in `jobs` (also jobs since removed).
     /// Open runs are never deleted.
@@ -274,6 +283,27 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
         }
         Write::Barrier => {}
         Write::Prune { default, jobs } => prune(c, default, jobs)?,
+        Write::ExportSinks(names) => {
+            let named = serde_json::Value::from(names.clone()).to_string();
+            c.execute(
+                "DELETE FROM export_sinks WHERE name NOT IN (SELECT value FROM json_each(?1))",
+                params![named],
+            )?;
+            c.execute(
+                "INSERT INTO export_sinks (name, last_id)
+                 SELECT value, (SELECT COALESCE(MAX(id), 0) FROM export_queue) FROM json_each(?1)
+                 WHERE true ON CONFLICT (name) DO NOTHING",
+                params![named],
+            )?;
+            drop_delivered(c)?;
+        }
+        Write::ExportDelivered { sink, last_id } => {
+            c.execute(
+                "UPDATE export_sinks SET last_id = MAX(last_id, ?2) WHERE name = ?1",
+                params![sink, last_id],
+            )?;
+            drop_delivered(c)?;
+        }
     }
     Ok(())
 }
@@ -327,6 +357,15 @@ fn prune(
             params![keep, named],
         )?;
     }
+    Ok(())
+}
+
+/// Deletes the export rows every sink has delivered (all of them when there is no sink).
+fn drop_delivered(c: &Connection) -> rusqlite::Result<()> {
+    c.execute(
+        "DELETE FROM export_queue WHERE id <= COALESCE((SELECT MIN(last_id) FROM export_sinks), id)",
+        [],
+    )?;
     Ok(())
 }
 
