@@ -77,6 +77,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             .unwrap_or_else(|| settings.default_wrapper_path.clone()),
         response_deadline: options.response_deadline,
         heartbeat_timeout: options.heartbeat_timeout,
+        default_dispatch: settings.default_dispatch,
+        default_lead_time: settings.default_lead_time,
         ..EngineSettings::default()
     };
     let master =

@@ -34,6 +34,11 @@ pub struct Settings {
     pub opensearch_index: String,
     /// The zone of jobs that set neither `timezone` nor `utc`.
     pub timezone: Tz,
+    /// How jobs without `dispatch:` reach their minions; `None`: coalesced when the agent is
+    /// `saltpeter-agent`, one publish per run (`SP_*`) for any other wrapper.
+    pub default_dispatch: Option<super::job::Dispatch>,
+    /// How long before its instant a coalesced run is published and armed (0: at the instant).
+    pub default_lead_time: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +60,8 @@ impl Default for Settings {
             elasticsearch_index: "saltpeter".into(),
             opensearch_index: "saltpeter".into(),
             timezone: Tz::UTC,
+            default_dispatch: None,
+            default_lead_time: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -134,6 +141,18 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
         ],
     ) {
         s.default_wrapper_loglevel = level;
+    }
+    if let Some(d) = v.choice(
+        &raw.default_dispatch,
+        "default_dispatch",
+        &[("coalesced", super::job::Dispatch::Coalesced), ("single", super::job::Dispatch::Single)],
+    ) {
+        s.default_dispatch = Some(d);
+    }
+    if let Some(lead) =
+        raw.default_lead_time.as_ref().and_then(|l| v.seconds(l, "default_lead_time"))
+    {
+        s.default_lead_time = lead;
     }
     match &raw.timezone {
         None | Some(Value::Null) => {}

@@ -118,7 +118,7 @@ fn wrapper_path(deps: &Deps, job: &Job) -> String {
 }
 
 /// What a `cmd.run` return says: its code, and its output as text.
-fn launch_return(r: &crate::salt::JobReturn) -> (i32, String) {
+pub(super) fn launch_return(r: &crate::salt::JobReturn) -> (i32, String) {
     let output = r.ret.as_text().map(|t| t.into_owned()).unwrap_or_default();
     let retcode =
         r.retcode.map_or(if r.failed() { 1 } else { 0 }, |c| i32::try_from(c).unwrap_or(255));
@@ -211,7 +211,7 @@ pub(super) fn kill_through_salt(
 }
 
 /// `word` as one word for /bin/sh.
-fn shell_quote(word: &str) -> String {
+pub(super) fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::minion::{self, Input, Limits, StopReason};
 use super::record::{Outbox, Recorder};
 use super::run::{self, Plan, Run};
-use super::{AgentEvent, AgentEventKind, Deps, dispatch};
+use super::{AgentEvent, AgentEventKind, Deps, DispatchMode, coalesce, dispatch};
 use crate::agents::RunMinion;
 use crate::config::{BatchSize, Job, Maintenance};
 use crate::scheduler::{Due, Trigger};
@@ -92,6 +92,10 @@ pub(super) struct Engine {
     runs: HashMap<String, Active>,
     maintenance: Maintenance,
     outbox: Outbox,
+    /// Launches of coalesced runs collected during this turn, published at its end.
+    pending: Vec<coalesce::Pending>,
+    /// Numbers dispatch ids.
+    dispatches: u64,
 }
 
 impl Engine {
@@ -105,6 +109,8 @@ impl Engine {
             runs: HashMap::new(),
             maintenance: Maintenance::default(),
             outbox,
+            pending: Vec::new(),
+            dispatches: 0,
         }
     }
 
@@ -137,6 +143,7 @@ impl Engine {
                 }
                 () = sleep => self.on_tick().await,
             }
+            self.flush_dispatches().await;
         }
         info!(
             runs = self.runs.len(),
@@ -461,6 +468,7 @@ impl Engine {
             }
             AgentEventKind::Completed { retcode } => Input::AgentCompleted { retcode },
             AgentEventKind::Error { message } => Input::AgentError { message },
+            AgentEventKind::Armed { .. } => Input::AgentAlive,
         };
         self.apply(&key.instance, |run| run.on_minion(&key.minion, input, now), now).await;
     }
@@ -508,6 +516,33 @@ impl Engine {
         }
     }
 
+    /// Publishes the coalesced launches collected during this turn.
+    async fn flush_dispatches(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for planned in coalesce::plan(pending, &self.deps.settings, &mut self.dispatches) {
+            let runs = planned.runs();
+            let mut count = 0;
+            for (minion, instances) in &runs {
+                for instance in instances {
+                    count += 1;
+                    if let Some(active) = self.runs.get_mut(instance) {
+                        active.recorder.minion_launched(minion, planned.token.as_str()).await;
+                    }
+                }
+            }
+            self.deps.registry.expect_dispatch(
+                planned.id.clone(),
+                planned.token.clone(),
+                planned.manifests.clone().into_iter().collect(),
+            );
+            info!(dispatch = %planned.id, minions = runs.len(), runs = count, "Coalesced dispatch.");
+            coalesce::publish(&self.tasks, Arc::clone(&self.deps), &planned, self.inbox.clone());
+        }
+    }
+
     /// Applies `f` to the run `instance` if it is running, then carries out the effects.
     async fn apply(
         &mut self,
@@ -527,6 +562,16 @@ impl Engine {
         let mut finished = false;
         for effect in effects {
             match effect {
+                run::Effect::Launch(minions)
+                    if self.deps.settings.mode(&active.job) == DispatchMode::Coalesced =>
+                {
+                    self.pending.push(coalesce::Pending {
+                        instance: instance.to_owned(),
+                        job: Arc::clone(&active.job),
+                        minions,
+                        scheduled: None,
+                    });
+                }
                 run::Effect::Launch(minions) => {
                     let mut launches = Vec::with_capacity(minions.len());
                     for minion in minions {
