@@ -198,8 +198,9 @@ pub(super) fn publish(
 ) {
     let runs: HashMap<String, Vec<String>> = planned.runs().into_iter().collect();
     let minions: Vec<&str> = planned.manifests.keys().map(String::as_str).collect();
+    // As `cmd=`: a first argument of the form `NAME=...` would be read by Salt as a keyword.
     let publish = Publish::new(Target::list(&minions), "cmd.run")
-        .arg(command_line(planned))
+        .kwarg("cmd", command_line(planned))
         .kwarg("template", "jinja")
         .kwarg("python_shell", true);
     let id = planned.id.clone();

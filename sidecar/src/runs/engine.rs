@@ -52,12 +52,12 @@ pub(super) enum Command {
     },
     /// The target resolved to these minions (the master's prediction), or failed.
     Resolved {
-        instance: String,
+        instances: Vec<String>,
         result: Result<Vec<String>, String>,
     },
     /// The liveness probe ended: who answered, who did not.
     Pinged {
-        instance: String,
+        instances: Vec<String>,
         answered: Vec<String>,
         silent: Vec<String>,
     },
@@ -284,15 +284,16 @@ impl Engine {
         if let Err(e) = self.deps.store.write_durable(crate::store::Write::Barrier).await {
             tracing::error!(error = %e, "Cannot record the due runs; they are dispatched anyway.");
         }
+        // Runs sharing a target share its resolution: one `test.ping` for all of them.
+        let mut by_target: HashMap<(String, String), (Arc<Job>, Vec<String>)> = HashMap::new();
         for (due, instance, recorder) in started {
             info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), "Run starts.");
-            dispatch::resolve(
-                &self.tasks,
-                Arc::clone(&self.deps),
-                &due.job,
-                &instance,
-                self.inbox.clone(),
-            );
+            let key = (due.job.targets.clone(), format!("{:?}", due.job.target_type));
+            by_target
+                .entry(key)
+                .or_insert_with(|| (Arc::clone(&due.job), Vec::new()))
+                .1
+                .push(instance.clone());
             self.runs.insert(
                 instance,
                 Active {
@@ -300,6 +301,15 @@ impl Engine {
                     stage: Stage::Resolving { candidates: None, killed: false },
                     recorder,
                 },
+            );
+        }
+        for (job, instances) in by_target.into_values() {
+            dispatch::resolve(
+                &self.tasks,
+                Arc::clone(&self.deps),
+                &job,
+                instances,
+                self.inbox.clone(),
             );
         }
     }
@@ -342,11 +352,15 @@ impl Engine {
             Command::Active { reply } => {
                 let _ = reply.send(self.runs.keys().cloned().collect());
             }
-            Command::Resolved { instance, result } => {
-                self.on_resolved(&instance, result, now).await
+            Command::Resolved { instances, result } => {
+                for instance in instances {
+                    self.on_resolved(&instance, result.clone(), now).await;
+                }
             }
-            Command::Pinged { instance, answered, silent } => {
-                self.on_pinged(&instance, answered, silent, now).await;
+            Command::Pinged { instances, answered, silent } => {
+                for instance in instances {
+                    self.on_pinged(&instance, answered.clone(), silent.clone(), now).await;
+                }
             }
             Command::Minion { instance, minion, input } => {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
