@@ -192,3 +192,31 @@ pub fn spawn(
     tasks.spawn(engine.run(jobs, rx, due, cancel));
     handle
 }
+
+/// The scheduler's clock for this engine: ahead of the wall clock by the longest lead time of
+/// `jobs` (at most a minute), so that slots reach the engine early enough to be pre-armed;
+/// the engine holds each until its own publish instant.
+pub fn scheduler_clock(
+    settings: &EngineSettings,
+    jobs: &[Arc<crate::config::Job>],
+) -> Arc<dyn crate::scheduler::Clock> {
+    let ahead = jobs
+        .iter()
+        .map(|j| lead_of(j, settings))
+        .chain([settings.default_lead_time])
+        .max()
+        .unwrap_or_default()
+        .min(Duration::from_secs(60));
+    Arc::new(LeadClock { ahead: chrono::Duration::from_std(ahead).unwrap_or_default() })
+}
+
+/// The wall clock, `ahead` in the future.
+struct LeadClock {
+    ahead: chrono::Duration,
+}
+
+impl crate::scheduler::Clock for LeadClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.ahead
+    }
+}

@@ -22,7 +22,7 @@ impl RunMinion {
 }
 
 /// A minion clock further off than this is warned about.
-pub const SKEW_WARNING: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const SKEW_WARNING: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Default)]
 struct Inner {
@@ -50,7 +50,9 @@ struct Dispatch {
 /// Why a manifest is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestRefused {
-    /// No such dispatch, or the token is not its token.
+    /// No such dispatch (it ended, or this sidecar restarted since).
+    Unknown,
+    /// The token is not the dispatch's.
     Unauthorized,
 }
 
@@ -124,7 +126,7 @@ impl Registry {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let Some(d) = inner.dispatches.get_mut(id) else {
-            return Err(ManifestRefused::Unauthorized);
+            return Err(ManifestRefused::Unknown);
         };
         if !constant_time_eq(d.token.as_str(), token) {
             return Err(ManifestRefused::Unauthorized);
@@ -198,6 +200,11 @@ impl Registry {
             );
         }
         self.lock().skews.insert(minion.to_owned(), skew);
+    }
+
+    /// The clock skew of `minion` in milliseconds, if its agent said hello.
+    pub fn skew(&self, minion: &str) -> Option<i64> {
+        self.lock().skews.get(minion).copied()
     }
 
     /// The clock skew of every minion whose agent said hello, in milliseconds (minion minus

@@ -301,6 +301,9 @@ impl Session {
         let minion = c.machine.as_str();
         let entries = match self.shared.registry.manifest(dispatch, minion, &token) {
             Ok(entries) => entries,
+            // A dispatch this sidecar no longer knows (it restarted): no new runs, but each
+            // run the agent carries is taken on at its first message if the token is its own.
+            Err(ManifestRefused::Unknown) => Vec::new(),
             Err(ManifestRefused::Unauthorized) => {
                 self.shared.counters.rejected();
                 warn!(%dispatch, minion, "A dispatch agent connected with an unknown dispatch or a wrong token; rejected.");

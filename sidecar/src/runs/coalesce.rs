@@ -79,6 +79,8 @@ pub(super) struct Pending {
     pub minions: Vec<String>,
     /// The instant armed agents start at; `None`: at once.
     pub scheduled: Option<DateTime<Utc>>,
+    /// What the store records as the minions' path (`coalesced`, `pre-armed`, `fallback`).
+    pub path: &'static str,
 }
 
 /// One publish to make: its id and token, and what each minion runs.
@@ -88,13 +90,14 @@ pub(super) struct Planned {
     pub wrapper: String,
     pub url: String,
     pub scheduled: Option<DateTime<Utc>>,
+    pub path: &'static str,
     /// Per minion: the manifest entries (each names its instance).
     pub manifests: BTreeMap<String, Vec<ManifestEntry>>,
 }
 
 impl Planned {
     /// The instances of each minion.
-    pub fn runs(&self) -> BTreeMap<String, Vec<String>> {
+    pub(super) fn runs(&self) -> BTreeMap<String, Vec<String>> {
         self.manifests
             .iter()
             .map(|(m, entries)| {
@@ -111,21 +114,21 @@ pub(super) fn plan(
     settings: &EngineSettings,
     counter: &mut u64,
 ) -> Vec<Planned> {
-    type Key = (String, String, Option<DateTime<Utc>>);
+    type Key = (String, String, Option<DateTime<Utc>>, &'static str);
     let mut by_agent: BTreeMap<Key, BTreeMap<String, Vec<ManifestEntry>>> = BTreeMap::new();
     for p in pending {
         let wrapper =
             p.job.wrapper_path.clone().unwrap_or_else(|| settings.default_wrapper_path.clone());
         let host = p.job.saltpeter_server_host.as_deref().unwrap_or(&settings.default_server_host);
         let url = format!("ws://{host}:{}/", settings.agent_port);
-        let manifests = by_agent.entry((wrapper, url, p.scheduled)).or_default();
+        let manifests = by_agent.entry((wrapper, url, p.scheduled, p.path)).or_default();
         let entry = entry(&p.job, &p.instance, p.scheduled);
         for minion in p.minions {
             manifests.entry(minion).or_default().push(entry.clone());
         }
     }
     let mut planned = Vec::new();
-    for ((wrapper, url, scheduled), manifests) in by_agent {
+    for ((wrapper, url, scheduled, path), manifests) in by_agent {
         // Minions with the same runs share a publish; in practice (jobs targeting the same
         // fleet) that is one publish for the whole instant.
         let mut by_set: BTreeMap<Vec<String>, BTreeMap<String, Vec<ManifestEntry>>> =
@@ -152,6 +155,7 @@ pub(super) fn plan(
                 wrapper: wrapper.clone(),
                 url: url.clone(),
                 scheduled,
+                path,
                 manifests,
             });
         }
@@ -204,6 +208,9 @@ pub(super) fn publish(
         .kwarg("template", "jinja")
         .kwarg("python_shell", true);
     let id = planned.id.clone();
+    // A pre-armed launch that failed is not final: the minion did not arm, and is dispatched
+    // the ordinary way at the instant (the engine's fallback).
+    let armed = planned.scheduled.is_some();
     tasks.spawn(async move {
         tracing::debug!(dispatch = %id, minions = runs.len(), "Publishing a coalesced dispatch.");
         let report = |minion: &str, retcode: i32, output: String| {
@@ -220,6 +227,9 @@ pub(super) fn publish(
             }
         };
         match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
+            Err(e) if armed => {
+                tracing::warn!(dispatch = %id, error = %e, "A pre-armed publish failed; its minions fall back at the instant.");
+            }
             Err(e) => {
                 let output = format!("Salt could not publish the dispatch: {e}");
                 for minion in runs.keys() {
@@ -230,6 +240,10 @@ pub(super) fn publish(
                 while let Some(update) = run.next().await {
                     if let JobUpdate::Return(r) = update {
                         let (retcode, output) = super::dispatch::launch_return(&r);
+                        if armed && retcode != 0 {
+                            tracing::warn!(dispatch = %id, minion = %r.id.as_str(), retcode, output, "A pre-armed launch failed; the minion falls back at the instant.");
+                            continue;
+                        }
                         report(r.id.as_str(), retcode, output).await;
                     }
                 }

@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
     // 2: what an agent session needs to resume after a restart of the sidecar.
     "ALTER TABLE results ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE results ADD COLUMN token TEXT;",
+    // fleet: how each minion's part was dispatched (single, legacy, coalesced, pre-armed,
+    // armed, fallback) and the minion's clock skew (ms, minion minus sidecar) at its hello.
+    "ALTER TABLE results ADD COLUMN path TEXT NOT NULL DEFAULT '';
+     ALTER TABLE results ADD COLUMN skew_ms INTEGER;",
 ];
 
 /// The schema version this build writes.

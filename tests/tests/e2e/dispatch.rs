@@ -207,3 +207,124 @@ fn a_failed_launch_gives_every_run_of_the_dispatch_salts_code() {
         assert!(reason.contains("/nonexistent/saltpeter-agent"), "Salt's output is kept: {run:#?}");
     }
 }
+
+/// `(minion, path, phase)` of each minion of `instance`, from the run store.
+fn paths(sidecar: &Sidecar, instance: &str) -> Vec<(String, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        sidecar.state_dir.join("saltpeter.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the run store");
+    db.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let mut q = db
+        .prepare("SELECT minion, path, phase FROM results WHERE instance = ?1 ORDER BY minion")
+        .expect("prepare");
+    q.query_map([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The instant of a run, from its instance id (`<job>_<unix seconds>`).
+fn instant_of(instance: &str) -> i64 {
+    instance.rsplit('_').next().and_then(|s| s.parse().ok()).expect("an instance id")
+}
+
+fn build_binaries() {
+    saltpeter_tests::bin("saltpeter");
+    saltpeter_tests::bin("saltpeter-agent");
+}
+
+#[test]
+fn pre_armed_runs_start_at_their_instant_never_before() {
+    let lab = Lab::shared();
+    build_binaries();
+    let at = Utc::now() + chrono::Duration::seconds(20);
+    let jobs = once("armed", at, "targets: '*'\nlead_time: 5\ncommand: 'date +%s.%N'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("armed", LIMIT, |_| true);
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    assert_eq!(instant_of(&run.instance), at.timestamp());
+    for r in &run.results {
+        let started: f64 = r.output.trim().parse().expect("the command printed its start time");
+        assert!(
+            started >= at.timestamp() as f64,
+            "{} started at {started}, before its instant {}",
+            r.minion,
+            at.timestamp()
+        );
+    }
+    for (minion, path, _) in paths(&sidecar, &run.instance) {
+        assert_eq!(path, "armed", "{minion} was armed before the instant");
+    }
+}
+
+#[test]
+fn a_kill_during_the_lead_window_cancels_the_armed_run() {
+    let lab = Lab::shared();
+    build_binaries();
+    let marker = format!("/tmp/sp-cancelled-{}", std::process::id());
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "cancelme",
+        at,
+        &format!("targets: minion-1\nlead_time: 25\ncommand: 'touch {marker}; sleep 100'"),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let armed = wait_until("the run to be armed", LIMIT, || {
+        sidecar
+            .all_runs("cancelme")
+            .into_iter()
+            .find(|r| paths(&sidecar, &r.instance).iter().any(|(_, _, phase)| phase == "armed"))
+    });
+    assert!(Utc::now() < at, "armed before the instant");
+    let out = sidecar.cli(&["kill", &armed.instance]);
+    assert!(out.status.success(), "{out:?}");
+    let run = sidecar.wait_for_run("cancelme", LIMIT, |r| r.instance == armed.instance);
+    assert!(Utc::now() < at + chrono::Duration::seconds(5), "cancelled, not run and killed");
+    assert_eq!(run.results[0].retcode, Some(143), "{run:#?}");
+    assert!(run.results[0].reason.contains("cancelled"), "{run:#?}");
+    assert!(!std::path::Path::new(&marker).exists(), "the command never ran");
+    let survivors: Vec<_> = fs_err::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(survivors.is_empty(), "{survivors:?}");
+}
+
+#[test]
+fn a_minion_that_cannot_arm_falls_back_and_still_runs() {
+    let lab = Lab::shared();
+    build_binaries();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wrapper = dir.path().join("saltpeter-agent");
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "latecomer",
+        at,
+        &format!(
+            "targets: minion-3\nlead_time: 20\nwrapper_path: {}\ncommand: 'echo fell back'",
+            wrapper.display()
+        ),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    // The pre-armed launch fails (no agent there yet); then the agent appears.
+    wait_until("the pre-armed launch to fail", LIMIT, || {
+        sidecar.log().contains("A pre-armed launch failed").then_some(())
+    });
+    assert!(Utc::now() < at, "the launch failed in the lead window");
+    std::os::unix::fs::symlink(saltpeter_tests::bin("saltpeter-agent"), &wrapper)
+        .expect("install the agent");
+    let run = sidecar.wait_for_run("latecomer", LIMIT, |_| true);
+    assert_eq!(
+        (run.status.as_str(), run.results[0].output.as_str()),
+        ("succeeded", "fell back\n"),
+        "{run:#?}"
+    );
+    let recorded = paths(&sidecar, &run.instance);
+    assert_eq!(recorded[0].1, "fallback", "{recorded:?}");
+}
