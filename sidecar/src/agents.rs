@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-pub use registry::{Registry, RunMinion};
+pub use registry::{ManifestRefused, Registry, RunMinion};
 
 use crate::runs::RunsHandle;
 use crate::store::StoreHandle;

@@ -21,7 +21,7 @@ use crate::config::{self, Loaded, WatchOptions};
 use crate::http;
 use crate::runs::{self, Deps, EngineSettings};
 use crate::salt::{MasterConfig, SaltClient};
-use crate::scheduler::{self, JobTable, SystemClock};
+use crate::scheduler::{self, JobTable};
 use crate::{export, retention, store};
 
 /// How the daemon was asked to run (command line and `SALTPETER_*` environment); each `Some`
@@ -97,6 +97,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             .unwrap_or_else(|| settings.default_wrapper_path.clone()),
         response_deadline: options.response_deadline,
         heartbeat_timeout: options.heartbeat_timeout,
+        default_dispatch: settings.default_dispatch,
+        default_lead_time: settings.default_lead_time,
         ..EngineSettings::default()
     };
     let master =
@@ -143,13 +145,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let registry = Registry::default();
     let (due_tx, due_rx) = mpsc::channel(16_384);
     let output_cap = engine_settings.output_cap;
+    let jobs_now: Vec<_> = loaded.jobs.values().cloned().collect();
+    let clock = runs::scheduler_clock(&engine_settings, &jobs_now);
     let deps = Deps {
         salt: Arc::clone(&salt),
         store: store.clone(),
         registry: registry.clone(),
         settings: engine_settings,
     };
-    let jobs_now = loaded.jobs.values().cloned().collect();
+
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
     runs.set_maintenance(loaded.maintenance.clone()).await;
     // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
@@ -162,8 +166,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     }
     let table = JobTable::resume(loaded.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
-    let scheduler =
-        scheduler::spawn(&tasks, table, Arc::new(SystemClock), due_tx, cancel.child_token());
+    let scheduler = scheduler::spawn(&tasks, table, clock, due_tx, cancel.child_token());
     if let Some(listener) = api_listener {
         let state =
             http::State { runs: runs.clone(), scheduler: scheduler.clone(), store: store.clone() };

@@ -11,6 +11,7 @@
 //!   kill through Salt). They report back to the engine through its inbox and never block it.
 //! - `record`: what a run leaves behind: store rows, the per-job log, events on the Salt bus.
 
+mod coalesce;
 mod dispatch;
 mod engine;
 pub mod minion;
@@ -32,6 +33,7 @@ use crate::salt::SaltClient;
 use crate::scheduler::Due;
 use crate::store::StoreHandle;
 
+pub use coalesce::{DispatchMode, lead_of, mode_of};
 pub use engine::KillError;
 
 /// The engine's own settings (the daemon's, not a job's).
@@ -53,6 +55,17 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     /// Output kept per minion and run.
     pub output_cap: u64,
+    /// `default_dispatch`: the mode of jobs that set no `dispatch:`; `None`: by the agent.
+    pub default_dispatch: Option<crate::config::Dispatch>,
+    /// `default_lead_time`: how long before its instant a coalesced run is published.
+    pub default_lead_time: Duration,
+}
+
+impl EngineSettings {
+    /// How `job`'s runs reach its minions.
+    pub fn mode(&self, job: &crate::config::Job) -> DispatchMode {
+        mode_of(job, self.default_dispatch, &self.default_wrapper_path)
+    }
 }
 
 impl Default for EngineSettings {
@@ -67,6 +80,8 @@ impl Default for EngineSettings {
             heartbeat_timeout: Duration::from_secs(15),
             kill_grace: Duration::from_secs(10),
             output_cap: 64 << 20,
+            default_dispatch: None,
+            default_lead_time: Duration::from_secs(2),
         }
     }
 }
@@ -96,6 +111,10 @@ pub enum AgentEventKind {
     },
     Error {
         message: String,
+    },
+    /// A pre-armed run is armed: it starts at `scheduled` by the minion's clock.
+    Armed {
+        scheduled: chrono::DateTime<chrono::Utc>,
     },
 }
 
@@ -172,4 +191,32 @@ pub fn spawn(
     let engine = engine::Engine::new(deps, tasks.clone(), tx);
     tasks.spawn(engine.run(jobs, rx, due, cancel));
     handle
+}
+
+/// The scheduler's clock for this engine: ahead of the wall clock by the longest lead time of
+/// `jobs` (at most a minute), so that slots reach the engine early enough to be pre-armed;
+/// the engine holds each until its own publish instant.
+pub fn scheduler_clock(
+    settings: &EngineSettings,
+    jobs: &[Arc<crate::config::Job>],
+) -> Arc<dyn crate::scheduler::Clock> {
+    let ahead = jobs
+        .iter()
+        .map(|j| lead_of(j, settings))
+        .chain([settings.default_lead_time])
+        .max()
+        .unwrap_or_default()
+        .min(Duration::from_secs(60));
+    Arc::new(LeadClock { ahead: chrono::Duration::from_std(ahead).unwrap_or_default() })
+}
+
+/// The wall clock, `ahead` in the future.
+struct LeadClock {
+    ahead: chrono::Duration,
+}
+
+impl crate::scheduler::Clock for LeadClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.ahead
+    }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use saltpeter_protocol::{
-    Ack, AckType, AgentMessage, Connect, HelloTarget, JobInstance, LastSeq, MachineId, Nack,
-    NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError, ServerErrorCode, ServerMessage,
-    SyncResponse, Timestamp,
+    Ack, AckType, AgentMessage, Connect, DispatchId, HelloTarget, JobInstance, LastSeq, MachineId,
+    Manifest, Nack, NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError, ServerErrorCode,
+    ServerMessage, SyncResponse, Timestamp,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{Span, debug, field, info, instrument, warn};
 
-use super::registry::RunMinion;
+use super::registry::{ManifestRefused, RunMinion};
 use super::{Counters, Shared};
 use crate::runs::{AgentEvent, AgentEventKind};
 use crate::store::{Stream, Write};
@@ -61,7 +61,7 @@ pub(super) async fn serve(
         let _ = sink.close().await;
     });
     let mut stream = stream.peekable();
-    let mut session = Session { shared, tx, url_token, runs: HashMap::new() };
+    let mut session = Session { shared, tx, url_token, runs: HashMap::new(), dispatch_token: None };
     let mut since_flush = 0u32;
     loop {
         let frame = match tokio::time::timeout(SILENCE, stream.next()).await {
@@ -105,6 +105,8 @@ struct Session {
     url_token: Option<String>,
     /// Runs authenticated on this connection, by instance.
     runs: HashMap<String, RunState>,
+    /// On a coalesced dispatch's connection: its token, which every run of it carries.
+    dispatch_token: Option<String>,
 }
 
 fn ack(ack_type: AckType, seq: Option<u64>, instance: &str) -> ServerMessage {
@@ -145,18 +147,18 @@ impl Session {
         match message {
             AgentMessage::Connect(c) => return self.on_connect(c).await,
             AgentMessage::Start(s) => {
-                if self.known(&s.run) {
+                if self.known(&s.run).await {
                     self.event(&s.run, AgentEventKind::Started { pid: s.pid }).await;
                     self.send(ack(AckType::Start, None, s.run.job_instance.as_str())).await;
                 }
             }
             AgentMessage::Heartbeat(h) => {
-                if self.known(&h.run) {
+                if self.known(&h.run).await {
                     self.event(&h.run, AgentEventKind::Alive).await;
                 }
             }
             AgentMessage::Output(o) => {
-                if !self.known(&o.run) {
+                if !self.known(&o.run).await {
                     return true;
                 }
                 let Some(bytes) = o.payload().to_bytes() else {
@@ -168,7 +170,7 @@ impl Session {
                 }
             }
             AgentMessage::Complete(c) => {
-                if !self.known(&c.run) {
+                if !self.known(&c.run).await {
                     return true;
                 }
                 let seq = c.seq.map(|s| s.0);
@@ -207,7 +209,7 @@ impl Session {
                 self.send(ack(AckType::Complete, seq, c.run.job_instance.as_str())).await;
             }
             AgentMessage::Error(e) => {
-                if self.known(&e.run) {
+                if self.known(&e.run).await {
                     self.event(&e.run, AgentEventKind::Error { message: e.error }).await;
                 }
             }
@@ -223,25 +225,37 @@ impl Session {
                 }
             }
             AgentMessage::Killed(k) => {
-                if self.known(&k.run) {
+                if self.known(&k.run).await {
                     self.event(&k.run, AgentEventKind::Alive).await;
                 }
             }
-            AgentMessage::Armed(_) => {}
+            AgentMessage::Armed(a) => {
+                if self.known(&a.run).await {
+                    let kind = AgentEventKind::Armed { scheduled: a.scheduled.0 };
+                    self.event(&a.run, kind).await;
+                    self.send(ack(AckType::Armed, None, a.run.job_instance.as_str())).await;
+                }
+            }
         }
         true
     }
 
     async fn on_connect(&mut self, c: Connect) -> bool {
-        let HelloTarget::Run { job_name, job_instance } = &c.target else {
-            let message = "coalesced dispatch is not served by this sidecar yet";
-            self.send(error(ServerErrorCode::JobNotFound, message, None)).await;
-            return false;
+        let token = c
+            .token
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .or(self.url_token.clone())
+            .unwrap_or_default();
+        self.shared.registry.note_skew(c.machine.as_str(), &c.timestamp);
+        let (job_name, job_instance) = match &c.target {
+            HelloTarget::Run { job_name, job_instance } => (job_name, job_instance),
+            HelloTarget::Dispatch { dispatch } => {
+                return self.on_dispatch_connect(&c, dispatch, token).await;
+            }
         };
         let key = RunMinion::new(job_instance.as_str(), c.machine.as_str());
-        let token =
-            c.token.as_ref().map(|t| t.as_str()).or(self.url_token.as_deref()).unwrap_or("");
-        if !self.shared.registry.token_ok(&key, token) {
+        if !self.shared.registry.token_ok(&key, &token) {
             self.shared.counters.rejected();
             warn!(
                 run = key.instance,
@@ -257,29 +271,10 @@ impl Session {
             return false;
         }
         Span::current().record("minion", key.minion.as_str()).record("run", key.instance.as_str());
-        let progress = self
-            .shared
-            .store
-            .progress(&key.instance, &key.minion)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let pending_kill = self.shared.registry.attach(key.clone(), self.tx.clone());
         info!(
             protocol = c.protocol.unwrap_or(0),
             version = c.agent_version.as_deref().unwrap_or("original"),
             "Agent connected."
-        );
-        self.runs.insert(
-            key.instance.clone(),
-            RunState {
-                key: key.clone(),
-                job_name: job_name.as_str().to_owned(),
-                expected: progress.next_seq,
-                offset: progress.output_bytes,
-                unacked: None,
-            },
         );
         let mut connect_ack = ack(AckType::Connect, None, &key.instance);
         if let ServerMessage::Ack(a) = &mut connect_ack {
@@ -291,28 +286,115 @@ impl Session {
             job_instance: job_instance.clone(),
             machine: MachineId::new(&key.minion),
         };
+        self.attach_run(&run).await;
         self.event(&run, AgentEventKind::Alive).await;
+        true
+    }
+
+    /// A coalesced dispatch's agent: its manifest, then every run of it is carried here.
+    async fn on_dispatch_connect(
+        &mut self,
+        c: &Connect,
+        dispatch: &DispatchId,
+        token: String,
+    ) -> bool {
+        let minion = c.machine.as_str();
+        let entries = match self.shared.registry.manifest(dispatch, minion, &token) {
+            Ok(entries) => entries,
+            // A dispatch this sidecar no longer knows (it restarted): no new runs, but each
+            // run the agent carries is taken on at its first message if the token is its own.
+            Err(ManifestRefused::Unknown) => Vec::new(),
+            Err(ManifestRefused::Unauthorized) => {
+                self.shared.counters.rejected();
+                warn!(%dispatch, minion, "A dispatch agent connected with an unknown dispatch or a wrong token; rejected.");
+                self.send(error(
+                    ServerErrorCode::Unauthorized,
+                    "the token does not match this dispatch (or the dispatch is over)",
+                    None,
+                ))
+                .await;
+                return false;
+            }
+        };
+        Span::current().record("minion", minion).record("run", dispatch.as_str());
+        info!(
+            runs = entries.len(),
+            version = c.agent_version.as_deref().unwrap_or("unknown"),
+            "Dispatch agent connected."
+        );
+        self.dispatch_token = Some(token);
+        let mut connect_ack = ack(AckType::Connect, None, "");
+        if let ServerMessage::Ack(a) = &mut connect_ack {
+            a.protocol = Some(PROTOCOL_VERSION);
+            a.job_instance = None;
+        }
+        self.send(connect_ack).await;
+        for entry in &entries {
+            let run = RunKey {
+                job_name: entry.job_name.clone(),
+                job_instance: entry.job_instance.clone(),
+                machine: c.machine.clone(),
+            };
+            self.attach_run(&run).await;
+        }
+        let manifest = Manifest {
+            dispatch: dispatch.clone(),
+            machine: c.machine.clone(),
+            runs: entries,
+            timestamp: Some(Timestamp::now()),
+        };
+        self.send(ServerMessage::Manifest(manifest)).await;
+        true
+    }
+
+    /// Carries `run` on this connection from now on (its token was checked): resumes its
+    /// sequence from the store, and delivers a kill asked for while it was not connected.
+    async fn attach_run(&mut self, run: &RunKey) {
+        let key = key_of(run);
+        let progress = self
+            .shared
+            .store
+            .progress(&key.instance, &key.minion)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let pending_kill = self.shared.registry.attach(key.clone(), self.tx.clone());
+        self.runs.insert(
+            key.instance.clone(),
+            RunState {
+                key,
+                job_name: run.job_name.as_str().to_owned(),
+                expected: progress.next_seq,
+                offset: progress.output_bytes,
+                unacked: None,
+            },
+        );
         if let Some(reason) = pending_kill {
             let kill = saltpeter_protocol::Kill {
-                run,
+                run: run.clone(),
                 timestamp: Some(Timestamp::now()),
                 reason: Some(reason),
             };
             self.send(ServerMessage::Kill(kill)).await;
         }
-        true
     }
 
     /// Whether `run` was authenticated on this connection (messages for others are dropped).
-    fn known(&self, run: &RunKey) -> bool {
-        let known = self
-            .runs
-            .get(run.job_instance.as_str())
-            .is_some_and(|s| s.key.minion == run.machine.as_str());
-        if !known {
-            debug!(run = %run, "A message for a run this connection did not authenticate; ignored.");
+    /// On a dispatch's connection, a run of the same token is taken on at its first message
+    /// (the agent resumes runs of a dispatch this sidecar served before a restart).
+    async fn known(&mut self, run: &RunKey) -> bool {
+        if let Some(state) = self.runs.get(run.job_instance.as_str()) {
+            return state.key.minion == run.machine.as_str();
         }
-        known
+        if let Some(token) = &self.dispatch_token
+            && self.shared.registry.token_ok(&key_of(run), token)
+        {
+            self.attach_run(run).await;
+            return true;
+        }
+        debug!(run = %run, "A message for a run this connection did not authenticate; ignored.");
+        false
     }
 
     /// True when `seq` is the next expected; a duplicate is re-acknowledged, a gap is nacked.

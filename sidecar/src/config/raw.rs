@@ -64,6 +64,7 @@ raw_struct!(
         default_wrapper_loglevel, default_wrapper_logdir, elasticsearch, opensearch,
         elasticsearch_index, opensearch_index, timezone,
         history_days, max_runs,
+        default_dispatch, default_lead_time,
     }
 );
 

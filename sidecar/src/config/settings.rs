@@ -37,6 +37,11 @@ pub struct Settings {
     /// Retention of finished runs for jobs that set neither `history_days` nor `max_runs`.
     pub history_days: u32,
     pub max_runs: Option<u32>,
+    /// How jobs without `dispatch:` reach their minions; `None`: coalesced when the agent is
+    /// `saltpeter-agent`, one publish per run (`SP_*`) for any other wrapper.
+    pub default_dispatch: Option<super::job::Dispatch>,
+    /// How long before its instant a coalesced run is published and armed (0: at the instant).
+    pub default_lead_time: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -60,6 +65,8 @@ impl Default for Settings {
             timezone: Tz::UTC,
             history_days: 30,
             max_runs: None,
+            default_dispatch: None,
+            default_lead_time: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -145,6 +152,18 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
         ],
     ) {
         s.default_wrapper_loglevel = level;
+    }
+    if let Some(d) = v.choice(
+        &raw.default_dispatch,
+        "default_dispatch",
+        &[("coalesced", super::job::Dispatch::Coalesced), ("single", super::job::Dispatch::Single)],
+    ) {
+        s.default_dispatch = Some(d);
+    }
+    if let Some(lead) =
+        raw.default_lead_time.as_ref().and_then(|l| v.seconds(l, "default_lead_time"))
+    {
+        s.default_lead_time = lead;
     }
     match &raw.timezone {
         None | Some(Value::Null) => {}

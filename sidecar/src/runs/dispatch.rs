@@ -20,23 +20,23 @@ fn target(job: &Job) -> Result<Target, String> {
     Ok(Target::new(job.targets.clone(), job.target_type))
 }
 
-/// Publishes `test.ping` to the job's target: the master's prediction of the minions is the
-/// target's resolution (reported at once), the answers are the liveness probe (reported at the
-/// response deadline, or when every minion answered).
+/// Publishes `test.ping` to the target shared by the runs `instances` (one publish however
+/// many runs share it): the master's prediction of the minions is the target's resolution
+/// (reported at once), the answers are the liveness probe (reported at the response deadline,
+/// or when every minion answered).
 pub(super) fn resolve(
     tasks: &TaskTracker,
     deps: Arc<Deps>,
     job: &Job,
-    instance: &str,
+    instances: Vec<String>,
     inbox: mpsc::Sender<Command>,
 ) {
-    let instance = instance.to_owned();
     let target = target(job);
     tasks.spawn(async move {
         let target = match target {
             Ok(t) => t,
             Err(why) => {
-                let _ = inbox.send(Command::Resolved { instance, result: Err(why) }).await;
+                let _ = inbox.send(Command::Resolved { instances, result: Err(why) }).await;
                 return;
             }
         };
@@ -45,19 +45,19 @@ pub(super) fn resolve(
             Ok(run) => run,
             Err(ClientError::NoMinions(_)) => {
                 let result = Err("no minion matches the target".to_owned());
-                let _ = inbox.send(Command::Resolved { instance, result }).await;
+                let _ = inbox.send(Command::Resolved { instances, result }).await;
                 return;
             }
             Err(e) => {
                 let result = Err(format!("Salt could not resolve the target: {e}"));
-                let _ = inbox.send(Command::Resolved { instance, result }).await;
+                let _ = inbox.send(Command::Resolved { instances, result }).await;
                 return;
             }
         };
         let expected: Vec<String> =
             job_run.expected().iter().map(|m| m.as_str().to_owned()).collect();
         let _ = inbox
-            .send(Command::Resolved { instance: instance.clone(), result: Ok(expected) })
+            .send(Command::Resolved { instances: instances.clone(), result: Ok(expected) })
             .await;
         let mut answered = Vec::new();
         let mut silent = Vec::new();
@@ -70,7 +70,7 @@ pub(super) fn resolve(
                 JobUpdate::BusGap | JobUpdate::Lagged(_) => {}
             }
         }
-        let _ = inbox.send(Command::Pinged { instance, answered, silent }).await;
+        let _ = inbox.send(Command::Pinged { instances, answered, silent }).await;
     });
 }
 
@@ -118,7 +118,7 @@ fn wrapper_path(deps: &Deps, job: &Job) -> String {
 }
 
 /// What a `cmd.run` return says: its code, and its output as text.
-fn launch_return(r: &crate::salt::JobReturn) -> (i32, String) {
+pub(super) fn launch_return(r: &crate::salt::JobReturn) -> (i32, String) {
     let output = r.ret.as_text().map(|t| t.into_owned()).unwrap_or_default();
     let retcode =
         r.retcode.map_or(if r.failed() { 1 } else { 0 }, |c| i32::try_from(c).unwrap_or(255));
@@ -211,7 +211,7 @@ pub(super) fn kill_through_salt(
 }
 
 /// `word` as one word for /bin/sh.
-fn shell_quote(word: &str) -> String {
+pub(super) fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::seq::SliceRandom as _;
 use saltpeter_protocol::{
     JobInstance, JobName as WireJobName, KillReason, MachineId, RunKey, ServerMessage, Token,
@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::minion::{self, Input, Limits, StopReason};
 use super::record::{Outbox, Recorder};
 use super::run::{self, Plan, Run};
-use super::{AgentEvent, AgentEventKind, Deps, dispatch};
+use super::{AgentEvent, AgentEventKind, Deps, DispatchMode, coalesce, dispatch};
 use crate::agents::RunMinion;
 use crate::config::{BatchSize, Job, Maintenance};
 use crate::scheduler::{Due, Trigger};
@@ -52,12 +52,12 @@ pub(super) enum Command {
     },
     /// The target resolved to these minions (the master's prediction), or failed.
     Resolved {
-        instance: String,
+        instances: Vec<String>,
         result: Result<Vec<String>, String>,
     },
     /// The liveness probe ended: who answered, who did not.
     Pinged {
-        instance: String,
+        instances: Vec<String>,
         answered: Vec<String>,
         silent: Vec<String>,
     },
@@ -83,6 +83,15 @@ struct Active {
     job: Arc<Job>,
     stage: Stage,
     recorder: Recorder,
+    /// Pre-armed: the instant the agents start the command at (published before it).
+    armed_at: Option<DateTime<Utc>>,
+}
+
+/// A pre-armed dispatch whose minions must have fetched their manifest by its instant.
+struct ArmedDispatch {
+    at: DateTime<Utc>,
+    id: saltpeter_protocol::DispatchId,
+    minions: Vec<String>,
 }
 
 pub(super) struct Engine {
@@ -92,6 +101,15 @@ pub(super) struct Engine {
     runs: HashMap<String, Active>,
     maintenance: Maintenance,
     outbox: Outbox,
+    /// Launches of coalesced runs collected during this turn, published at its end.
+    pending: Vec<coalesce::Pending>,
+    /// Numbers dispatch ids.
+    dispatches: u64,
+    /// Slots the scheduler handed over early (its clock runs ahead by the longest lead time),
+    /// held until their publish instant.
+    held: Vec<(DateTime<Utc>, Due)>,
+    /// Pre-armed dispatches not yet past their instant.
+    armed: Vec<ArmedDispatch>,
 }
 
 impl Engine {
@@ -105,6 +123,10 @@ impl Engine {
             runs: HashMap::new(),
             maintenance: Maintenance::default(),
             outbox,
+            pending: Vec::new(),
+            dispatches: 0,
+            held: Vec::new(),
+            armed: Vec::new(),
         }
     }
 
@@ -137,6 +159,7 @@ impl Engine {
                 }
                 () = sleep => self.on_tick().await,
             }
+            self.flush_dispatches().await;
         }
         info!(
             runs = self.runs.len(),
@@ -189,7 +212,7 @@ impl Engine {
             for r in &results {
                 match (r.retcode, r.phase.as_str()) {
                     (Some(code), _) => ended.push((r.minion.clone(), code)),
-                    (None, "running" | "launching") => {
+                    (None, "running" | "launching" | "armed") => {
                         if let Some(token) = &r.token {
                             self.deps.registry.expect(
                                 RunMinion::new(&row.instance, &r.minion),
@@ -197,7 +220,7 @@ impl Engine {
                             );
                         }
                         match r.started {
-                            Some(at) if r.phase == "running" => {
+                            Some(at) if r.phase == "running" || r.phase == "armed" => {
                                 started.push((
                                     r.minion.clone(),
                                     (wall - at).to_std().unwrap_or_default(),
@@ -231,26 +254,78 @@ impl Engine {
             let run = Run::resume(plan, ended, started, launching, now);
             self.runs.insert(
                 row.instance.clone(),
-                Active { job: Arc::clone(job), stage: Stage::Running(Box::new(run)), recorder },
+                Active {
+                    job: Arc::clone(job),
+                    stage: Stage::Running(Box::new(run)),
+                    recorder,
+                    armed_at: None,
+                },
             );
         }
         self.on_tick().await;
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.runs
-            .values()
-            .filter_map(|a| match &a.stage {
-                Stage::Running(run) => run.next_deadline(),
-                Stage::Resolving { .. } => None,
-            })
-            .min()
+        let runs = self.runs.values().filter_map(|a| match &a.stage {
+            Stage::Running(run) => run.next_deadline(),
+            Stage::Resolving { .. } => None,
+        });
+        let held = self.held.iter().map(|(at, _)| *at);
+        let armed = self.armed.iter().map(|a| a.at);
+        let wall = held.chain(armed).min().map(instant_of);
+        runs.chain(wall).min()
     }
 
+    /// Takes the scheduler's slots: each is published its lead time before its instant (held
+    /// until then: the scheduler hands them over as early as the longest lead time).
     async fn on_due(&mut self, batch: Vec<Due>) {
+        let now = Utc::now();
+        let mut ready = Vec::new();
+        for due in batch {
+            let lead = match due.trigger {
+                Trigger::Manual => std::time::Duration::ZERO,
+                Trigger::Schedule | Trigger::CatchUp => {
+                    super::lead_of(&due.job, &self.deps.settings)
+                }
+            };
+            let publish_at = due.scheduled - chrono::Duration::from_std(lead).unwrap_or_default();
+            if publish_at > now + chrono::Duration::milliseconds(20) {
+                self.held.push((publish_at, due));
+            } else {
+                ready.push(due);
+            }
+        }
+        if !ready.is_empty() {
+            self.start_dues(ready).await;
+        }
+    }
+
+    /// Releases the held slots whose publish instant came.
+    async fn release_held(&mut self) {
+        let now = Utc::now();
+        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(at, _)| *at <= now + chrono::Duration::milliseconds(20));
+        self.held = held;
+        if !ready.is_empty() {
+            self.start_dues(ready.into_iter().map(|(_, d)| d).collect()).await;
+        }
+    }
+
+    /// Records the slots and starts resolving their targets. A slot published before its
+    /// instant is pre-armed; if the previous run of a job that forbids overlap is still
+    /// running then, the slot waits for its instant and is decided there.
+    async fn start_dues(&mut self, batch: Vec<Due>) {
         let now = Utc::now();
         let mut started = Vec::new();
         for due in batch {
+            let early = due.trigger != Trigger::Manual
+                && due.scheduled > now + chrono::Duration::milliseconds(100);
+            if early && !due.job.allow_overlap && self.running(&due.job) {
+                self.held.push((due.scheduled, due));
+                continue;
+            }
+            let armed_at = early.then_some(due.scheduled);
             let instance = self.instance_id(&due);
             let mut recorder = Recorder::new(
                 Arc::clone(&self.deps),
@@ -271,28 +346,39 @@ impl Engine {
                 info!(job = %due.job.name, instance, why, "Run skipped.");
                 continue;
             }
-            started.push((due, instance, recorder));
+            started.push((due, instance, recorder, armed_at));
         }
         // Every slot is durable before anything is dispatched.
         if let Err(e) = self.deps.store.write_durable(crate::store::Write::Barrier).await {
             tracing::error!(error = %e, "Cannot record the due runs; they are dispatched anyway.");
         }
-        for (due, instance, recorder) in started {
-            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), "Run starts.");
-            dispatch::resolve(
-                &self.tasks,
-                Arc::clone(&self.deps),
-                &due.job,
-                &instance,
-                self.inbox.clone(),
-            );
+        // Runs sharing a target share its resolution: one `test.ping` for all of them.
+        let mut by_target: HashMap<(String, String), (Arc<Job>, Vec<String>)> = HashMap::new();
+        for (due, instance, recorder, armed_at) in started {
+            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), pre_armed = armed_at.is_some(), "Run starts.");
+            let key = (due.job.targets.clone(), format!("{:?}", due.job.target_type));
+            by_target
+                .entry(key)
+                .or_insert_with(|| (Arc::clone(&due.job), Vec::new()))
+                .1
+                .push(instance.clone());
             self.runs.insert(
                 instance,
                 Active {
                     job: due.job,
                     stage: Stage::Resolving { candidates: None, killed: false },
                     recorder,
+                    armed_at,
                 },
+            );
+        }
+        for (job, instances) in by_target.into_values() {
+            dispatch::resolve(
+                &self.tasks,
+                Arc::clone(&self.deps),
+                &job,
+                instances,
+                self.inbox.clone(),
             );
         }
     }
@@ -335,11 +421,15 @@ impl Engine {
             Command::Active { reply } => {
                 let _ = reply.send(self.runs.keys().cloned().collect());
             }
-            Command::Resolved { instance, result } => {
-                self.on_resolved(&instance, result, now).await
+            Command::Resolved { instances, result } => {
+                for instance in instances {
+                    self.on_resolved(&instance, result.clone(), now).await;
+                }
             }
-            Command::Pinged { instance, answered, silent } => {
-                self.on_pinged(&instance, answered, silent, now).await;
+            Command::Pinged { instances, answered, silent } => {
+                for instance in instances {
+                    self.on_pinged(&instance, answered.clone(), silent.clone(), now).await;
+                }
             }
             Command::Minion { instance, minion, input } => {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
@@ -461,6 +551,13 @@ impl Engine {
             }
             AgentEventKind::Completed { retcode } => Input::AgentCompleted { retcode },
             AgentEventKind::Error { message } => Input::AgentError { message },
+            AgentEventKind::Armed { scheduled } => {
+                let skew = self.deps.registry.skew(&key.minion);
+                active.recorder.minion_path(&key.minion, "armed", skew).await;
+                active.recorder.minion_armed(&key.minion).await;
+                let wait = (scheduled - Utc::now()).to_std().unwrap_or_default();
+                Input::AgentArmed { start_at: now + wait }
+            }
         };
         self.apply(&key.instance, |run| run.on_minion(&key.minion, input, now), now).await;
     }
@@ -496,6 +593,8 @@ impl Engine {
     }
 
     async fn on_tick(&mut self) {
+        self.release_held().await;
+        self.fall_back().await;
         let now = Instant::now();
         let due: Vec<String> = self
             .runs
@@ -505,6 +604,70 @@ impl Engine {
             .collect();
         for instance in due {
             self.apply(&instance, |run| run.on_tick(now), now).await;
+        }
+    }
+
+    /// At a pre-armed dispatch's instant, each minion whose agent has not fetched its manifest
+    /// is dispatched the ordinary way at once (its manifest is withdrawn, so a late agent
+    /// starts nothing).
+    async fn fall_back(&mut self) {
+        let now = Utc::now();
+        let (due, armed): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.armed).into_iter().partition(|a| a.at <= now);
+        self.armed = armed;
+        for dispatch in due {
+            for minion in dispatch.minions {
+                let Some(instances) = self.deps.registry.withdraw(&dispatch.id, &minion) else {
+                    continue;
+                };
+                warn!(dispatch = %dispatch.id, minion, runs = instances.len(), "The minion did not arm by the instant; dispatching it now.");
+                for instance in instances {
+                    let Some(active) = self.runs.get(&instance) else { continue };
+                    let Stage::Running(run) = &active.stage else { continue };
+                    if !run.active().any(|m| m == minion) {
+                        continue;
+                    }
+                    self.pending.push(coalesce::Pending {
+                        instance,
+                        job: Arc::clone(&active.job),
+                        minions: vec![minion.clone()],
+                        scheduled: None,
+                        path: "fallback",
+                    });
+                }
+            }
+        }
+    }
+
+    /// Publishes the coalesced launches collected during this turn.
+    async fn flush_dispatches(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for planned in coalesce::plan(pending, &self.deps.settings, &mut self.dispatches) {
+            let runs = planned.runs();
+            let mut count = 0;
+            for (minion, instances) in &runs {
+                for instance in instances {
+                    count += 1;
+                    if let Some(active) = self.runs.get_mut(instance) {
+                        active.recorder.minion_launched(minion, planned.token.as_str()).await;
+                        active.recorder.minion_path(minion, planned.path, None).await;
+                    }
+                }
+            }
+            if let Some(at) = planned.scheduled {
+                let minions = runs.keys().cloned().collect();
+                self.armed.push(ArmedDispatch { at, id: planned.id.clone(), minions });
+            }
+            self.deps.registry.expect_dispatch(
+                planned.id.clone(),
+                planned.token.clone(),
+                planned.manifests.clone().into_iter().collect(),
+            );
+            info!(dispatch = %planned.id, minions = runs.len(), runs = count, "Coalesced dispatch.");
+            coalesce::publish(&self.tasks, Arc::clone(&self.deps), &planned, self.inbox.clone());
         }
     }
 
@@ -527,9 +690,28 @@ impl Engine {
         let mut finished = false;
         for effect in effects {
             match effect {
+                run::Effect::Launch(minions)
+                    if self.deps.settings.mode(&active.job) == DispatchMode::Coalesced =>
+                {
+                    let scheduled = active
+                        .armed_at
+                        .filter(|at| *at > Utc::now() + chrono::Duration::milliseconds(100));
+                    self.pending.push(coalesce::Pending {
+                        instance: instance.to_owned(),
+                        job: Arc::clone(&active.job),
+                        minions,
+                        scheduled,
+                        path: if scheduled.is_some() { "pre-armed" } else { "coalesced" },
+                    });
+                }
                 run::Effect::Launch(minions) => {
                     let mut launches = Vec::with_capacity(minions.len());
+                    let path = match self.deps.settings.mode(&active.job) {
+                        DispatchMode::Legacy => "legacy",
+                        _ => "single",
+                    };
                     for minion in minions {
+                        active.recorder.minion_path(&minion, path, None).await;
                         let token = Token::new(format!("{:032x}", rand::random::<u128>()));
                         let key = RunMinion::new(instance, &minion);
                         self.deps.registry.expect(key, token.clone());
@@ -618,6 +800,11 @@ fn amount(a: BatchSize, n: usize) -> usize {
         BatchSize::Count(c) => usize::try_from(c).unwrap_or(usize::MAX),
         BatchSize::Percent(p) => (n * usize::from(p)).div_ceil(100),
     }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it is past).
+fn instant_of(at: DateTime<Utc>) -> Instant {
+    Instant::now() + (at - Utc::now()).to_std().unwrap_or_default()
 }
 
 fn kill_reason(why: StopReason) -> KillReason {

@@ -70,6 +70,8 @@ pub enum Input {
     LaunchReturned { retcode: i32, output: String },
     /// The minion answered neither the launch nor the liveness probe sent with it.
     Unresponsive,
+    /// The agent armed a pre-armed run: it starts the command at `start_at` by its clock.
+    AgentArmed { start_at: Instant },
     /// The agent confirmed the command started.
     AgentStarted,
     /// Any other sign of life from the agent: a heartbeat, output, a reconnect.
@@ -117,6 +119,8 @@ pub enum EndReason {
     TimedOut,
     /// Killed on request (143).
     Killed,
+    /// Killed on request while armed, before its instant: the command never started (143).
+    Cancelled,
     /// The agent reported an error (255).
     AgentError,
     /// A kill was sent but nothing confirmed the process ended: it may still be running.
@@ -144,6 +148,10 @@ enum Phase {
     Launching {
         deadline: Instant,
         returned: bool,
+    },
+    /// Pre-armed: the agent holds the run and starts it at `start_at`; it heartbeats meanwhile.
+    Armed {
+        start_at: Instant,
     },
     /// Phase 2.
     Running,
@@ -202,6 +210,11 @@ impl MinionRun {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Launching { deadline, .. } => Some(deadline),
+            Phase::Armed { start_at } => {
+                let heartbeat = self.last_seen.map(|t| t + self.limits.heartbeat);
+                let start = start_at + self.limits.connect;
+                Some(heartbeat.map_or(start, |h| h.min(start)))
+            }
             Phase::Running => {
                 let heartbeat = self.last_seen.map(|t| t + self.limits.heartbeat);
                 let timeout = self.started.zip(self.limits.timeout).map(|(s, t)| s + t);
@@ -232,9 +245,19 @@ impl MinionRun {
                 )),
                 _ => Vec::new(),
             },
-            Input::AgentStarted | Input::AgentAlive => {
+            Input::AgentArmed { start_at } => {
                 self.last_seen = Some(now);
                 if let Phase::Launching { .. } = self.phase {
+                    self.phase = Phase::Armed { start_at };
+                }
+                Vec::new()
+            }
+            Input::AgentStarted | Input::AgentAlive => {
+                self.last_seen = Some(now);
+                let armed = matches!(self.phase, Phase::Armed { .. });
+                if matches!(self.phase, Phase::Launching { .. })
+                    || armed && input == Input::AgentStarted
+                {
                     self.phase = Phase::Running;
                     self.started = Some(now);
                 }
@@ -242,6 +265,15 @@ impl MinionRun {
             }
             Input::AgentCompleted { retcode } => {
                 let outcome = match self.phase {
+                    Phase::Stopping { why: StopReason::Kill, .. }
+                        if retcode != 0 && self.started.is_none() =>
+                    {
+                        Outcome::new(
+                            ExitCode::Killed,
+                            EndReason::Cancelled,
+                            "cancelled while armed, before its scheduled start: the command never ran",
+                        )
+                    }
                     Phase::Stopping { why, .. } if retcode != 0 => Outcome::new(
                         why.exit_code(),
                         stop_reason(why),
@@ -296,6 +328,23 @@ impl MinionRun {
                 };
                 self.finish(Outcome::new(ExitCode::StartFailed, reason, detail))
             }
+            Phase::Armed { start_at } => {
+                if self.last_seen.is_some_and(|seen| now >= seen + self.limits.heartbeat) {
+                    return self.finish(Outcome::new(
+                        ExitCode::HeartbeatLost,
+                        EndReason::HeartbeatLost,
+                        format!("no word from the armed agent for {:?}", self.limits.heartbeat),
+                    ));
+                }
+                if now >= start_at + self.limits.connect {
+                    return self.finish(Outcome::new(
+                        ExitCode::StartFailed,
+                        EndReason::NeverConnected,
+                        "the agent armed the run but never reported its start",
+                    ));
+                }
+                Vec::new()
+            }
             Phase::Running => {
                 if self.last_seen.is_some_and(|seen| now >= seen + self.limits.heartbeat) {
                     return self.finish(Outcome::new(
@@ -323,7 +372,7 @@ impl MinionRun {
 
     fn stop(&mut self, why: StopReason, now: Instant) -> Vec<Effect> {
         match self.phase {
-            Phase::Running => {
+            Phase::Running | Phase::Armed { .. } => {
                 self.phase = Phase::Stopping { why, asked: now, salt_kill_at: None };
                 vec![Effect::SendKill(why)]
             }

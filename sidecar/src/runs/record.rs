@@ -324,6 +324,21 @@ impl Recorder {
         self.write(write).await;
     }
 
+    /// How the minion's part was dispatched, and its clock skew when known.
+    pub(super) async fn minion_path(&mut self, minion: &str, path: &str, skew_ms: Option<i64>) {
+        let write = Write::MinionPath {
+            instance: self.instance.clone(),
+            minion: minion.to_owned(),
+            path: path.to_owned(),
+            skew_ms,
+        };
+        self.write(write).await;
+    }
+
+    pub(super) async fn minion_armed(&mut self, minion: &str) {
+        self.result(minion, "armed", None, "", None, None).await;
+    }
+
     pub(super) async fn minion_started(&mut self, minion: &str) {
         self.result(minion, "running", None, "", Some(Utc::now()), None).await;
     }

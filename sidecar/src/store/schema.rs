@@ -144,6 +144,10 @@ const MIGRATIONS: &[&str] = &[
                'machine_result', job, job_group, NEW.instance, NEW.minion, NEW.retcode
         FROM runs WHERE instance = NEW.instance;
     END;",
+    // 4: how each minion's part was dispatched (single, legacy, coalesced, pre-armed,
+    // armed, fallback) and the minion's clock skew (ms, minion minus sidecar) at its hello.
+    "ALTER TABLE results ADD COLUMN path TEXT NOT NULL DEFAULT '';
+     ALTER TABLE results ADD COLUMN skew_ms INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -67,6 +67,14 @@ pub enum Write {
         minion: String,
         token: String,
     },
+    /// How a minion's part was dispatched (`single`, `legacy`, `coalesced`, `pre-armed`,
+    /// `armed`, `fallback`), and its clock skew when known.
+    MinionPath {
+        instance: String,
+        minion: String,
+        path: String,
+        skew_ms: Option<i64>,
+    },
     StartMaintenance {
         scope: String,
         target: String,
@@ -260,6 +268,14 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
                 "INSERT INTO results (instance, minion, phase, token) VALUES (?1, ?2, 'launching', ?3)
                  ON CONFLICT (instance, minion) DO UPDATE SET token = excluded.token",
                 params![instance, minion, token],
+            )?;
+        }
+        Write::MinionPath { instance, minion, path, skew_ms } => {
+            c.execute(
+                "INSERT INTO results (instance, minion, phase, path, skew_ms) VALUES (?1, ?2, 'launching', ?3, ?4)
+                 ON CONFLICT (instance, minion) DO UPDATE SET path = excluded.path,
+                     skew_ms = COALESCE(excluded.skew_ms, results.skew_ms)",
+                params![instance, minion, path, skew_ms],
             )?;
         }
         Write::StartMaintenance { scope, target, who, why, at, until } => {

@@ -291,7 +291,8 @@ fn run_now_starts_a_job_outside_its_schedule() {
 #[test]
 fn a_stopped_agent_is_heartbeat_lost_253() {
     let lab = Lab::shared();
-    let jobs = job("frozen", "targets: minion-3\ncommand: 'sleep 120'");
+    // The `SP_*` agent: found by its environment (a coalesced agent serves many runs).
+    let jobs = job("frozen", "targets: minion-3\ndispatch: single\ncommand: 'sleep 120'");
     let sidecar = Sidecar::start(lab, &jobs);
     let running = wait_until("a run of frozen whose agent started", LIMIT, || {
         sidecar

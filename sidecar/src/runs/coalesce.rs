@@ -1,0 +1,253 @@
+//! Coalesced dispatch: the minions' launches that the engine collects during one turn (every run
+//! due at one instant, once its target resolved) become one Salt publish per distinct agent
+//! (wrapper path and server URL) and set of minions, instead of one per run and minion.
+//!
+//! The publish carries only `saltpeter-agent dispatch --url URL --dispatch ID --token T` (and
+//! the minion's id, rendered by Salt on the minion): the jobs' commands, users and environment
+//! travel in the manifest each agent fetches over its WebSocket, so they never reach the
+//! master's job cache or the `salt/job/*/new` events. Salt's return of the launch on a minion
+//! stands for every run of the dispatch on that minion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use saltpeter_protocol::{DispatchId, JobInstance, JobName, ManifestEntry, Timestamp, Token};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use super::engine::Command;
+use super::minion::Input;
+use super::{Deps, EngineSettings};
+use crate::config::{Dispatch, Job};
+use crate::salt::{JobUpdate, Publish, Target};
+
+/// How a job's runs reach its minions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// One publish per instant and set of minions; the agent fetches its manifest.
+    Coalesced,
+    /// One publish per run and minion with the `SP_*` environment (the original wrapper).
+    Single,
+    /// `use_wrapper: false`: `cmd.run` of the command itself through Salt.
+    Legacy,
+}
+
+impl DispatchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchMode::Coalesced => "coalesced",
+            DispatchMode::Single => "single",
+            DispatchMode::Legacy => "legacy (use_wrapper: false)",
+        }
+    }
+}
+
+/// The mode of `job`: `use_wrapper: false` is legacy; else its `dispatch:`, else the global
+/// `default_dispatch`, else coalesced when the agent is `saltpeter-agent` (the original wrapper
+/// knows only the `SP_*` environment).
+pub fn mode_of(job: &Job, default: Option<Dispatch>, default_wrapper: &str) -> DispatchMode {
+    if !job.use_wrapper {
+        return DispatchMode::Legacy;
+    }
+    let wrapper = job.wrapper_path.as_deref().unwrap_or(default_wrapper);
+    match job.dispatch.or(default) {
+        Some(Dispatch::Coalesced) => DispatchMode::Coalesced,
+        Some(Dispatch::Single) => DispatchMode::Single,
+        None if is_our_agent(wrapper) => DispatchMode::Coalesced,
+        None => DispatchMode::Single,
+    }
+}
+
+/// How long before its instant a run of `job` is published and armed; zero: at the instant.
+/// Only coalesced runs are pre-armed.
+pub fn lead_of(job: &Job, settings: &EngineSettings) -> std::time::Duration {
+    match settings.mode(job) {
+        DispatchMode::Coalesced => job.lead_time.unwrap_or(settings.default_lead_time),
+        DispatchMode::Single | DispatchMode::Legacy => std::time::Duration::ZERO,
+    }
+}
+
+fn is_our_agent(path: &str) -> bool {
+    std::path::Path::new(path).file_name().is_some_and(|n| n == "saltpeter-agent")
+}
+
+/// One run's minions waiting for this turn's dispatch.
+pub(super) struct Pending {
+    pub instance: String,
+    pub job: Arc<Job>,
+    pub minions: Vec<String>,
+    /// The instant armed agents start at; `None`: at once.
+    pub scheduled: Option<DateTime<Utc>>,
+    /// What the store records as the minions' path (`coalesced`, `pre-armed`, `fallback`).
+    pub path: &'static str,
+}
+
+/// One publish to make: its id and token, and what each minion runs.
+pub(super) struct Planned {
+    pub id: DispatchId,
+    pub token: Token,
+    pub wrapper: String,
+    pub url: String,
+    pub scheduled: Option<DateTime<Utc>>,
+    pub path: &'static str,
+    /// Per minion: the manifest entries (each names its instance).
+    pub manifests: BTreeMap<String, Vec<ManifestEntry>>,
+}
+
+impl Planned {
+    /// The instances of each minion.
+    pub(super) fn runs(&self) -> BTreeMap<String, Vec<String>> {
+        self.manifests
+            .iter()
+            .map(|(m, entries)| {
+                (m.clone(), entries.iter().map(|e| e.job_instance.as_str().to_owned()).collect())
+            })
+            .collect()
+    }
+}
+
+/// Groups this turn's launches into publishes: by agent (wrapper path, server URL), arming
+/// instant, and set of minions.
+pub(super) fn plan(
+    pending: Vec<Pending>,
+    settings: &EngineSettings,
+    counter: &mut u64,
+) -> Vec<Planned> {
+    type Key = (String, String, Option<DateTime<Utc>>, &'static str);
+    let mut by_agent: BTreeMap<Key, BTreeMap<String, Vec<ManifestEntry>>> = BTreeMap::new();
+    for p in pending {
+        let wrapper =
+            p.job.wrapper_path.clone().unwrap_or_else(|| settings.default_wrapper_path.clone());
+        let host = p.job.saltpeter_server_host.as_deref().unwrap_or(&settings.default_server_host);
+        let url = format!("ws://{host}:{}/", settings.agent_port);
+        let manifests = by_agent.entry((wrapper, url, p.scheduled, p.path)).or_default();
+        let entry = entry(&p.job, &p.instance, p.scheduled);
+        for minion in p.minions {
+            manifests.entry(minion).or_default().push(entry.clone());
+        }
+    }
+    let mut planned = Vec::new();
+    for ((wrapper, url, scheduled, path), manifests) in by_agent {
+        // Minions with the same runs share a publish; in practice (jobs targeting the same
+        // fleet) that is one publish for the whole instant.
+        let mut by_set: BTreeMap<Vec<String>, BTreeMap<String, Vec<ManifestEntry>>> =
+            BTreeMap::new();
+        for (minion, entries) in manifests {
+            let set: Vec<String> =
+                entries.iter().map(|e| e.job_instance.as_str().to_owned()).collect();
+            by_set.entry(set).or_default().insert(minion, entries);
+        }
+        // Few distinct sets: one publish each. Many (every minion different): one publish for
+        // all, since a publish costs Salt far more than a longer minion list.
+        let groups: Vec<BTreeMap<String, Vec<ManifestEntry>>> = if by_set.len() <= 4 {
+            by_set.into_values().collect()
+        } else {
+            vec![by_set.into_values().flatten().collect()]
+        };
+        for manifests in groups {
+            *counter += 1;
+            let id =
+                DispatchId::new(format!("d-{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), counter));
+            planned.push(Planned {
+                id,
+                token: Token::new(format!("{:032x}", rand::random::<u128>())),
+                wrapper: wrapper.clone(),
+                url: url.clone(),
+                scheduled,
+                path,
+                manifests,
+            });
+        }
+    }
+    planned
+}
+
+/// The manifest entry of one run: what the `SP_*` environment says in the single mode.
+fn entry(job: &Job, instance: &str, scheduled: Option<DateTime<Utc>>) -> ManifestEntry {
+    ManifestEntry {
+        job_name: JobName::new(job.name.as_str()),
+        job_instance: JobInstance::new(instance),
+        command: job.command.clone(),
+        user: job.user.clone(),
+        cwd: job.cwd.clone(),
+        env: job.env.clone(),
+        timeout: job.timeout,
+        scheduled: scheduled.map(Timestamp),
+        allow_overlap: job.allow_overlap,
+        lockfile: job.lockfile.clone(),
+        output_interval_ms: None,
+    }
+}
+
+/// The command Salt runs on every minion of a dispatch. Salt renders `{{ grains['id'] }}` on
+/// each minion (`template: jinja`), so the agent knows which minion's manifest to ask for.
+fn command_line(planned: &Planned) -> String {
+    format!(
+        "SP_MACHINE_ID={{{{ grains['id'] }}}} exec {} dispatch --url {} --dispatch {} --token {}",
+        super::dispatch::shell_quote(&planned.wrapper),
+        super::dispatch::shell_quote(&planned.url),
+        super::dispatch::shell_quote(planned.id.as_str()),
+        super::dispatch::shell_quote(planned.token.as_str()),
+    )
+}
+
+/// Publishes one dispatch. Salt's return on each minion goes to every run of it there; a
+/// minion that never returns is left to the runs' launch deadline.
+pub(super) fn publish(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    planned: &Planned,
+    inbox: mpsc::Sender<Command>,
+) {
+    let runs: HashMap<String, Vec<String>> = planned.runs().into_iter().collect();
+    let minions: Vec<&str> = planned.manifests.keys().map(String::as_str).collect();
+    // As `cmd=`: a first argument of the form `NAME=...` would be read by Salt as a keyword.
+    let publish = Publish::new(Target::list(&minions), "cmd.run")
+        .kwarg("cmd", command_line(planned))
+        .kwarg("template", "jinja")
+        .kwarg("python_shell", true);
+    let id = planned.id.clone();
+    // A pre-armed launch that failed is not final: the minion did not arm, and is dispatched
+    // the ordinary way at the instant (the engine's fallback).
+    let armed = planned.scheduled.is_some();
+    tasks.spawn(async move {
+        tracing::debug!(dispatch = %id, minions = runs.len(), "Publishing a coalesced dispatch.");
+        let report = |minion: &str, retcode: i32, output: String| {
+            let instances = runs.get(minion).cloned().unwrap_or_default();
+            let (inbox, minion) = (inbox.clone(), minion.to_owned());
+            async move {
+                for instance in instances {
+                    let input = Input::LaunchReturned { retcode, output: output.clone() };
+                    let command = Command::Minion { instance, minion: minion.clone(), input };
+                    if inbox.send(command).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
+            Err(e) if armed => {
+                tracing::warn!(dispatch = %id, error = %e, "A pre-armed publish failed; its minions fall back at the instant.");
+            }
+            Err(e) => {
+                let output = format!("Salt could not publish the dispatch: {e}");
+                for minion in runs.keys() {
+                    report(minion, 255, output.clone()).await;
+                }
+            }
+            Ok(mut run) => {
+                while let Some(update) = run.next().await {
+                    if let JobUpdate::Return(r) = update {
+                        let (retcode, output) = super::dispatch::launch_return(&r);
+                        if armed && retcode != 0 {
+                            tracing::warn!(dispatch = %id, minion = %r.id.as_str(), retcode, output, "A pre-armed launch failed; the minion falls back at the instant.");
+                            continue;
+                        }
+                        report(r.id.as_str(), retcode, output).await;
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,330 @@
+//! Fleet-scale firing: coalesced dispatch (every run due at one instant reaches each minion in
+//! one Salt publish, the agent fetching its manifest over its WebSocket), job content kept off
+//! the Salt bus, pre-armed starts, and the paths that run beside it (the `SP_*` wrapper,
+//! `use_wrapper: false`).
+
+use std::io::Read as _;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike as _, Utc};
+use saltpeter_tests::{Lab, LabConfig, RunRecord, Sidecar, wait_until};
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// A job firing once, at `at` (UTC).
+fn once(name: &str, at: DateTime<Utc>, body: &str) -> String {
+    let mut yaml = format!(
+        "{name}:\n  sec: {}\n  min: {}\n  hour: {}\n  dom: '*'\n  mon: '*'\n  dow: '*'\n  utc: true\n",
+        at.second(),
+        at.minute(),
+        at.hour()
+    );
+    for line in body.lines() {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+/// A job every `every` seconds.
+fn every(name: &str, every: u32, body: &str) -> String {
+    let mut yaml = format!(
+        "{name}:\n  sec: '*/{every}'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n"
+    );
+    for line in body.lines() {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+/// `salt-run state.event` printing every event of the lab's master bus, one `tag\tjson` line
+/// each, into a pipe; live once it has seen a `test.ping` we publish.
+struct BusWatcher {
+    child: Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl BusWatcher {
+    fn start(lab: &Lab) -> BusWatcher {
+        let mut child = lab
+            .salt_command("salt-run")
+            .args(["state.event", "pretty=False"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start salt-run state.event");
+        let mut stdout = child.stdout.take().expect("piped");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&out);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("lock").push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let watcher = BusWatcher { child, out };
+        wait_until("state.event to see our test.ping", Duration::from_secs(60), || {
+            let out = lab.salt(&["minion-1", "test.ping", "--timeout=5"]);
+            assert!(out.status.success(), "{out:?}");
+            watcher.text().contains("\"fun\": \"test.ping\"").then_some(())
+        });
+        watcher
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for BusWatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `salt/job/<jid>/new` lines of `bus`, each with its function.
+fn publishes(bus: &str) -> Vec<String> {
+    bus.lines()
+        .filter(|l| {
+            l.starts_with("salt/job/") && l.split('\t').next().is_some_and(|t| t.ends_with("/new"))
+        })
+        .map(|l| {
+            let fun =
+                l.split("\"fun\": \"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+            let tag = l.split('\t').next().unwrap_or_default();
+            format!("{tag} {fun}")
+        })
+        .collect()
+}
+
+/// Every file under `dir`, as bytes, with its path.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs_err::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                found.push((path, bytes));
+            }
+        }
+    }
+    found
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The first run of each `burst-NNN` job, once all have finished.
+fn all_finished(sidecar: &Sidecar, n: usize) -> Vec<RunRecord> {
+    wait_until(&format!("{n} finished runs"), LIMIT, || {
+        let mut runs = Vec::with_capacity(n);
+        for i in 0..n {
+            let run = sidecar.finished_runs(&format!("burst-{i:03}")).into_iter().next()?;
+            runs.push(run);
+        }
+        Some(runs)
+    })
+}
+
+#[test]
+fn two_hundred_jobs_due_at_once_are_a_handful_of_publishes_with_every_result() {
+    // Its own lab: the publishes on its bus are this test's alone.
+    let lab = Lab::start(LabConfig::default()).expect("a lab");
+    // Built before the instant is chosen: a build takes long on a busy machine.
+    saltpeter_tests::bin("saltpeter");
+    saltpeter_tests::bin("saltpeter-agent");
+    let bus = BusWatcher::start(&lab);
+    let already = publishes(&bus.text()).len();
+    let at = Utc::now() + chrono::Duration::seconds(25);
+    let n = 200;
+    let mut jobs = String::new();
+    for i in 0..n {
+        let body = format!(
+            "targets: '*'\nenv:\n  SECRET: envmark-{i}\ncommand: ': cmdmark; test \"$SECRET\" = envmark-{i} && echo ok-{i}; exit {}'",
+            i % 4
+        );
+        jobs.push_str(&once(&format!("burst-{i:03}"), at, &body));
+    }
+    let sidecar = Sidecar::start(&lab, &jobs);
+    let runs = all_finished(&sidecar, n);
+    let mut results = 0;
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run.results.len(), 3, "{run:#?}");
+        for r in &run.results {
+            assert_eq!(r.retcode, Some(i32::try_from(i % 4).expect("small")), "{run:#?}");
+            assert_eq!(r.output, format!("ok-{i}\n"), "{run:#?}");
+            results += 1;
+        }
+    }
+    assert_eq!(results, 3 * n);
+    let text = bus.text();
+    let ours: Vec<String> = publishes(&text).into_iter().skip(already).collect();
+    eprintln!("publishes for {n} jobs x 3 minions: {ours:#?}");
+    assert!(ours.len() <= 5, "a handful of publishes, not one per run: {ours:#?}");
+    assert!(ours.iter().any(|p| p.ends_with("cmd.run")), "{ours:#?}");
+    // Job content stays off the bus and out of the master's job cache.
+    for marker in ["cmdmark", "envmark"] {
+        assert!(!text.contains(marker), "`{marker}` is on the master bus");
+        let cache = lab.cachedir.join("jobs");
+        for (path, bytes) in files_under(&cache) {
+            assert!(
+                !contains(&bytes, marker),
+                "`{marker}` is in the job cache: {}",
+                path.display()
+            );
+        }
+    }
+    assert!(sidecar.log().contains("Coalesced dispatch"), "the coalesced path was taken");
+}
+
+#[test]
+fn a_failed_launch_gives_every_run_of_the_dispatch_salts_code() {
+    let lab = Lab::shared();
+    let mut jobs = every(
+        "nowhere-a",
+        5,
+        "targets: minion-2\nwrapper_path: /nonexistent/saltpeter-agent\ndispatch: coalesced\ncommand: 'echo a'",
+    );
+    jobs.push_str(&every("nowhere-b", 5, "targets: minion-2\nwrapper_path: /nonexistent/saltpeter-agent\ndispatch: coalesced\ncommand: 'echo b'"));
+    let sidecar = Sidecar::start(lab, &jobs);
+    for job in ["nowhere-a", "nowhere-b"] {
+        let run = sidecar.wait_for_run(job, LIMIT, |r| r.status != "skipped");
+        assert_eq!(run.status, "failed", "{run:#?}");
+        assert_eq!(run.results[0].retcode, Some(127), "{run:#?}");
+        let reason = &run.results[0].reason;
+        assert!(reason.contains("/nonexistent/saltpeter-agent"), "Salt's output is kept: {run:#?}");
+    }
+}
+
+/// `(minion, path, phase)` of each minion of `instance`, from the run store.
+fn paths(sidecar: &Sidecar, instance: &str) -> Vec<(String, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        sidecar.state_dir.join("saltpeter.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the run store");
+    db.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let mut q = db
+        .prepare("SELECT minion, path, phase FROM results WHERE instance = ?1 ORDER BY minion")
+        .expect("prepare");
+    q.query_map([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The instant of a run, from its instance id (`<job>_<unix seconds>`).
+fn instant_of(instance: &str) -> i64 {
+    instance.rsplit('_').next().and_then(|s| s.parse().ok()).expect("an instance id")
+}
+
+fn build_binaries() {
+    saltpeter_tests::bin("saltpeter");
+    saltpeter_tests::bin("saltpeter-agent");
+}
+
+#[test]
+fn pre_armed_runs_start_at_their_instant_never_before() {
+    let lab = Lab::shared();
+    build_binaries();
+    let at = Utc::now() + chrono::Duration::seconds(20);
+    let jobs = once("armed", at, "targets: '*'\nlead_time: 5\ncommand: 'date +%s.%N'");
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("armed", LIMIT, |_| true);
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    assert_eq!(instant_of(&run.instance), at.timestamp());
+    for r in &run.results {
+        let started: f64 = r.output.trim().parse().expect("the command printed its start time");
+        assert!(
+            started >= at.timestamp() as f64,
+            "{} started at {started}, before its instant {}",
+            r.minion,
+            at.timestamp()
+        );
+    }
+    for (minion, path, _) in paths(&sidecar, &run.instance) {
+        assert_eq!(path, "armed", "{minion} was armed before the instant");
+    }
+}
+
+#[test]
+fn a_kill_during_the_lead_window_cancels_the_armed_run() {
+    let lab = Lab::shared();
+    build_binaries();
+    let marker = format!("/tmp/sp-cancelled-{}", std::process::id());
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "cancelme",
+        at,
+        &format!("targets: minion-1\nlead_time: 25\ncommand: 'touch {marker}; sleep 100'"),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let armed = wait_until("the run to be armed", LIMIT, || {
+        sidecar
+            .all_runs("cancelme")
+            .into_iter()
+            .find(|r| paths(&sidecar, &r.instance).iter().any(|(_, _, phase)| phase == "armed"))
+    });
+    assert!(Utc::now() < at, "armed before the instant");
+    let out = sidecar.cli(&["kill", &armed.instance]);
+    assert!(out.status.success(), "{out:?}");
+    let run = sidecar.wait_for_run("cancelme", LIMIT, |r| r.instance == armed.instance);
+    assert!(Utc::now() < at + chrono::Duration::seconds(5), "cancelled, not run and killed");
+    assert_eq!(run.results[0].retcode, Some(143), "{run:#?}");
+    assert!(run.results[0].reason.contains("cancelled"), "{run:#?}");
+    assert!(!std::path::Path::new(&marker).exists(), "the command never ran");
+    let survivors: Vec<_> = fs_err::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(survivors.is_empty(), "{survivors:?}");
+}
+
+#[test]
+fn a_minion_that_cannot_arm_falls_back_and_still_runs() {
+    let lab = Lab::shared();
+    build_binaries();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wrapper = dir.path().join("saltpeter-agent");
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "latecomer",
+        at,
+        &format!(
+            "targets: minion-3\nlead_time: 20\nwrapper_path: {}\ncommand: 'echo fell back'",
+            wrapper.display()
+        ),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    // The pre-armed launch fails (no agent there yet); then the agent appears.
+    wait_until("the pre-armed launch to fail", LIMIT, || {
+        sidecar.log().contains("A pre-armed launch failed").then_some(())
+    });
+    assert!(Utc::now() < at, "the launch failed in the lead window");
+    std::os::unix::fs::symlink(saltpeter_tests::bin("saltpeter-agent"), &wrapper)
+        .expect("install the agent");
+    let run = sidecar.wait_for_run("latecomer", LIMIT, |_| true);
+    assert_eq!(
+        (run.status.as_str(), run.results[0].output.as_str()),
+        ("succeeded", "fell back\n"),
+        "{run:#?}"
+    );
+    let recorded = paths(&sidecar, &run.instance);
+    assert_eq!(recorded[0].1, "fallback", "{recorded:?}");
+}
