@@ -173,3 +173,13 @@ pub fn spawn(
     tasks.spawn(engine.run(jobs, rx, due, cancel));
     handle
 }
+
+impl RunsHandle {
+    /// A handle whose engine has stopped: every request answers `ShuttingDown`. For tests of
+    /// what holds a handle (the HTTP API) without a Salt master.
+    #[doc(hidden)]
+    pub fn stopped() -> RunsHandle {
+        let (tx, _) = mpsc::channel(1);
+        RunsHandle { tx }
+    }
+}

@@ -62,7 +62,7 @@ raw_struct!(
         logdir, debug, api_ws, api_ws_port, api_ws_bind_addr, machines_ws_port,
         machines_ws_bind_addr, default_saltpeter_server_host, default_wrapper_path,
         default_wrapper_loglevel, default_wrapper_logdir, elasticsearch, opensearch,
-        elasticsearch_index, opensearch_index, timezone,
+        elasticsearch_index, opensearch_index, timezone, api_tokens, api_cors_origins,
     }
 );
 
