@@ -119,9 +119,15 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let jobs_now = loaded.jobs.values().cloned().collect();
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
     // Runtime maintenance (API) merged with the files'; the engine gets the union.
-    let maintenance = crate::maintenance::spawn(&tasks, store.clone(), Some(Arc::clone(&salt)), loaded.maintenance.clone(), cancel.child_token())
-        .await
-        .context("read maintenance from the run store")?;
+    let maintenance = crate::maintenance::spawn(
+        &tasks,
+        store.clone(),
+        Some(Arc::clone(&salt)),
+        loaded.maintenance.clone(),
+        cancel.child_token(),
+    )
+    .await
+    .context("read maintenance from the run store")?;
     crate::maintenance::forward(&tasks, &maintenance, runs.clone()).await;
     // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
     // decides what happens to the slots missed while the sidecar was down).

@@ -124,7 +124,10 @@ impl MaintenanceHandle {
     /// Sets an entry (written to the store and the audit log first).
     pub async fn start(&self, entry: NewEntry) -> Result<Entry, MaintenanceError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Start { entry, reply }).await.map_err(|_| MaintenanceError::Stopped)?;
+        self.tx
+            .send(Command::Start { entry, reply })
+            .await
+            .map_err(|_| MaintenanceError::Stopped)?;
         rx.await.map_err(|_| MaintenanceError::Stopped)?
     }
 
@@ -132,7 +135,10 @@ impl MaintenanceHandle {
     pub async fn end(&self, id: i64, who: &str) -> Result<Entry, MaintenanceError> {
         let (reply, rx) = oneshot::channel();
         let who = who.to_owned();
-        self.tx.send(Command::End { id, who, reply }).await.map_err(|_| MaintenanceError::Stopped)?;
+        self.tx
+            .send(Command::End { id, who, reply })
+            .await
+            .map_err(|_| MaintenanceError::Stopped)?;
         rx.await.map_err(|_| MaintenanceError::Stopped)?
     }
 
@@ -166,13 +172,16 @@ pub async fn spawn(
     for row in store.active_maintenance(now).await? {
         match entry_of(&row) {
             Some(e) => entries.push(e),
-            None => warn!(id = row.id, scope = %row.scope, target = %row.target, "Ignoring a maintenance entry this version cannot read."),
+            None => {
+                warn!(id = row.id, scope = %row.scope, target = %row.target, "Ignoring a maintenance entry this version cannot read.")
+            }
         }
     }
     let snapshot = Snapshot { effective: merge(&file, &entries), file, entries };
     let (view_tx, view) = watch::channel(Arc::new(snapshot.clone()));
     let (tx, rx) = mpsc::channel(64);
-    let task = Task { store, salt, snapshot, view: view_tx, inbox: tx.clone(), tasks: tasks.clone() };
+    let task =
+        Task { store, salt, snapshot, view: view_tx, inbox: tx.clone(), tasks: tasks.clone() };
     tasks.spawn(task.run(rx, cancel));
     Ok(MaintenanceHandle { tx, view })
 }
@@ -288,11 +297,10 @@ impl Task {
             until: new.until,
         };
         self.store.write_durable(write).await?;
-        let row = self
-            .store
-            .maintenance_created(&new.who, now)
-            .await?
-            .ok_or_else(|| StoreError::Write("the new maintenance entry was not found".into()))?;
+        let row =
+            self.store.maintenance_created(&new.who, now).await?.ok_or_else(|| {
+                StoreError::Write("the new maintenance entry was not found".into())
+            })?;
         let until = new.until.map(|u| format!(" until {}", u.to_rfc3339())).unwrap_or_default();
         let detail = format!("#{} {scope} {target}{until}: {}", row.id, new.why);
         self.audit(&new.who, "maintenance.start", detail).await;
@@ -326,8 +334,12 @@ impl Task {
     }
 
     async fn audit(&self, actor: &str, action: &str, detail: String) {
-        let write =
-            Write::Audit { at: Utc::now(), actor: actor.to_owned(), action: action.to_owned(), detail };
+        let write = Write::Audit {
+            at: Utc::now(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            detail,
+        };
         if let Err(e) = self.store.write_durable(write).await {
             warn!(error = %e, action, "Cannot write the audit record.");
         }

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 pub use read::{
-    AuditRow, Cursor, JobRecent, MaintenanceRow, OutputChunk, Progress, ResultRow, RunFilter, RunRow,
+    AuditRow, Cursor, JobRecent, MaintenanceRow, OutputChunk, Progress, ResultRow, RunFilter,
+    RunRow,
 };
 pub use write::Write;
 
@@ -287,7 +288,11 @@ impl StoreHandle {
     }
 
     /// The audit log, newest first, before id `before`.
-    pub async fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+    pub async fn audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
         self.read(move |c| read::audit(c, before, limit)).await
     }
 

@@ -186,7 +186,13 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
                         Some(o.trim_end_matches('/').to_owned())
                     }
                     other => {
-                        v.err("api_cors_origins", format!("{} is not an origin like https://ops.example.com", show(other)));
+                        v.err(
+                            "api_cors_origins",
+                            format!(
+                                "{} is not an origin like https://ops.example.com",
+                                show(other)
+                            ),
+                        );
                         None
                     }
                 })
@@ -258,7 +264,10 @@ fn api_tokens(value: &Value, v: &mut Validator) -> Vec<ApiToken> {
         };
         for k in map.keys() {
             if !matches!(k.as_str(), Some("name" | "sha256" | "role")) {
-                v.warn(&at, format!("unknown key {}, ignored (known: name, sha256, role)", show(k)));
+                v.warn(
+                    &at,
+                    format!("unknown key {}, ignored (known: name, sha256, role)", show(k)),
+                );
             }
         }
         let name = match field("name") {
@@ -280,7 +289,10 @@ fn api_tokens(value: &Value, v: &mut Validator) -> Vec<ApiToken> {
             }
         }
         let Some(role) = field("role").and_then(Role::parse) else {
-            v.err(&format!("{at}.role"), format!("token {name:?} needs a role: viewer, operator or admin"));
+            v.err(
+                &format!("{at}.role"),
+                format!("token {name:?} needs a role: viewer, operator or admin"),
+            );
             continue;
         };
         if tokens.iter().any(|t| t.name == name) {

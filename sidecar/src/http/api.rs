@@ -246,15 +246,13 @@ pub(super) async fn output(
         None => q.offset.unwrap_or(0),
     };
     let limit = q.limit.unwrap_or(1 << 20).clamp(1, 16 << 20);
-    let chunks =
-        state.store.output(&instance, &minion, offset, limit).await.map_err(internal)?;
+    let chunks = state.store.output(&instance, &minion, offset, limit).await.map_err(internal)?;
     let mut body = Vec::new();
     let mut next = offset;
     for c in chunks {
         // A chunk that starts past `next` follows a gap the output cap dropped.
-        let skip = usize::try_from(next.saturating_sub(c.offset))
-            .unwrap_or(usize::MAX)
-            .min(c.data.len());
+        let skip =
+            usize::try_from(next.saturating_sub(c.offset)).unwrap_or(usize::MAX).min(c.data.len());
         body.extend_from_slice(&c.data[skip..]);
         next = next.max(c.offset + c.data.len() as u64);
     }

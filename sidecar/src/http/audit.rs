@@ -21,8 +21,12 @@ pub(super) fn routes() -> Router<Arc<State>> {
 
 /// Writes an audit entry; a failure is logged, never hidden from the log.
 pub(super) async fn record(state: &State, caller: &Caller, action: &str, detail: String) {
-    let write =
-        Write::Audit { at: Utc::now(), actor: caller.name.clone(), action: action.to_owned(), detail };
+    let write = Write::Audit {
+        at: Utc::now(),
+        actor: caller.name.clone(),
+        action: action.to_owned(),
+        detail,
+    };
     if let Err(e) = state.store.write_durable(write).await {
         tracing::error!(error = %e, action, actor = %caller.name, "Cannot write an audit record.");
     }

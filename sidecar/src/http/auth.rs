@@ -61,10 +61,11 @@ impl Access {
     /// Who presents `secret`, if anyone.
     fn identify(&self, secret: &str) -> Option<Caller> {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        self.rules().tokens.iter().find(|t| same(&t.sha256, &digest)).map(|t| Caller {
-            name: t.name.clone(),
-            role: t.role,
-        })
+        self.rules()
+            .tokens
+            .iter()
+            .find(|t| same(&t.sha256, &digest))
+            .map(|t| Caller { name: t.name.clone(), role: t.role })
     }
 
     /// The CORS layer: browsers on the allow-listed origins only (none by default).

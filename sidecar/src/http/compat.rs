@@ -131,8 +131,5 @@ pub(super) async fn kill(
     if killed == 0 {
         return Err(ApiError::not_found(format!("job {:?} has no run in flight", body.job)));
     }
-    Ok(Json(KillAnswer {
-        status: "ok",
-        message: format!("Kill signal sent to job: {}", body.job),
-    }))
+    Ok(Json(KillAnswer { status: "ok", message: format!("Kill signal sent to job: {}", body.job) }))
 }

@@ -267,9 +267,7 @@ pub(super) async fn preview(
         Some(salt) => {
             let target = Target::new(job.targets.clone(), job.target_type);
             match salt.publish(&Publish::new(target, "test.ping")).await {
-                Ok(p) => {
-                    (Some(p.minions.iter().map(|m| m.as_str().to_owned()).collect()), None)
-                }
+                Ok(p) => (Some(p.minions.iter().map(|m| m.as_str().to_owned()).collect()), None),
                 Err(ClientError::NoMinions(_)) => (Some(Vec::new()), None),
                 Err(e) => (None, Some(format!("Salt could not resolve the target: {e}"))),
             }

@@ -124,22 +124,21 @@ pub(super) struct NewEntryDto {
 }
 
 fn scope(body: &NewEntryDto) -> Result<Scope, ApiError> {
-    let target = || {
-        body.target
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::bad_request(format!("scope {} needs a target", body.scope)))
-    };
+    let target =
+        || {
+            body.target.as_deref().map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| {
+                ApiError::bad_request(format!("scope {} needs a target", body.scope))
+            })
+        };
     match body.scope.as_str() {
         "global" => Ok(Scope::Global),
         "minion" => Ok(Scope::Minion(target()?.to_owned())),
         "target" => {
             let kind = match body.target_type.as_deref() {
                 None | Some("") => TargetType::Glob,
-                Some(t) => t.parse::<TargetType>().map_err(|_| {
-                    ApiError::bad_request(format!("unknown target_type {t:?}"))
-                })?,
+                Some(t) => t
+                    .parse::<TargetType>()
+                    .map_err(|_| ApiError::bad_request(format!("unknown target_type {t:?}")))?,
             };
             Ok(Scope::Target(Target::new(target()?, kind)))
         }

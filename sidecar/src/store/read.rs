@@ -326,7 +326,10 @@ pub(super) fn active_maintenance(
     rows.collect()
 }
 
-pub(super) fn maintenance_entry(c: &Connection, id: i64) -> rusqlite::Result<Option<MaintenanceRow>> {
+pub(super) fn maintenance_entry(
+    c: &Connection,
+    id: i64,
+) -> rusqlite::Result<Option<MaintenanceRow>> {
     c.query_row(
         &format!("SELECT {MAINTENANCE_COLUMNS} FROM maintenance WHERE id = ?1"),
         params![id],
