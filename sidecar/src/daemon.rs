@@ -141,6 +141,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let jobs = table.len();
     let scheduler =
         scheduler::spawn(&tasks, table, Arc::new(SystemClock), due_tx, cancel.child_token());
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(registry.clone())));
+    crate::metrics::spawn(
+        &tasks,
+        Arc::clone(&metrics),
+        store.clone(),
+        Some(salt.bus().link()),
+        cancel.child_token(),
+    );
     let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(loaded.jobs.clone()));
     let access = http::Access::new(&loaded.settings);
     let (api_reload_tx, mut api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
@@ -154,6 +162,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             salt: Some(Arc::clone(&salt)),
             access: access.clone(),
             reload: Some(api_reload_tx),
+            metrics: Some(metrics),
         };
         tasks.spawn(http::serve(listener, state, cancel.child_token()));
     }

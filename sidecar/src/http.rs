@@ -72,6 +72,8 @@ pub struct State {
     pub access: Access,
     /// Where `POST /api/v1/reload` sends its request; none when reloading is not wired.
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// What `/metrics` serves; none = 404.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The whole router.
@@ -85,10 +87,27 @@ pub fn router(state: State) -> Router {
         .merge(audit::routes())
         .merge(compat::routes())
         .merge(openapi::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors)
         .with_state(state)
+}
+
+/// `/metrics`: Prometheus text format (any valid token; Prometheus sends it as a bearer token).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    _: auth::Viewer,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match &state.metrics {
+        Some(m) => (
+            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            m.render(),
+        )
+            .into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Serves the API on `listener` until `cancel`.

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod http;
 pub mod joblog;
 pub mod maintenance;
+pub mod metrics;
 pub mod runs;
 pub mod salt;
 pub mod schedule;

@@ -306,6 +306,20 @@ impl StoreHandle {
         self.read(move |c| read::recent_runs(c, job.as_deref(), per_job)).await
     }
 
+    /// Runs finished (or skipped) after `after`, for metrics.
+    pub async fn finished_since(
+        &self,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        self.read(move |c| read::finished_since(c, after, limit)).await
+    }
+
+    /// Each job's latest successful finish.
+    pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        self.read(read::last_successes).await
+    }
+
     /// Per-minion results of the newest `runs` runs of `job`, newest run first.
     pub async fn job_results(
         &self,

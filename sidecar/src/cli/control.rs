@@ -63,8 +63,10 @@ fn post(url: &str, token: Option<&str>) -> anyhow::Result<String> {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let body =
-        post(&format!("{}/api/v1/jobs/{}/run", args.api.api.trim_end_matches('/'), args.job), args.api.token.as_deref())?;
+    let body = post(
+        &format!("{}/api/v1/jobs/{}/run", args.api.api.trim_end_matches('/'), args.job),
+        args.api.token.as_deref(),
+    )?;
     writeln!(std::io::stdout(), "{body}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -105,6 +105,7 @@ async fn api_with(tokens: Vec<ApiToken>, cors: Vec<String>) -> Api {
         salt: None,
         access: Access::new(&settings),
         reload: Some(reload_tx),
+        metrics: Some(Arc::new(crate::metrics::Metrics::new(None))),
     };
     Api { app: router(state), store, due, reload, _dir: dir, _cancel: cancel.drop_guard() }
 }
@@ -680,4 +681,19 @@ async fn the_openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["JobSummary"].is_object());
     assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_and_speak_prometheus() {
+    let api = api().await;
+    assert_eq!(
+        api.call(Method::GET, "/metrics", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let a = api.get("/metrics").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let text = String::from_utf8(a.body).unwrap();
+    assert!(text.contains("# TYPE saltpeter_run_start_delay_seconds histogram"), "{text}");
+    assert!(text.contains("# TYPE saltpeter_agents_connected gauge"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
 }

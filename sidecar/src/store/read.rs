@@ -446,3 +446,38 @@ pub(super) fn job_results(
     })?;
     rows.collect()
 }
+
+/// Runs that finished after `after` (milliseconds), oldest first, and runs skipped when created
+/// after `after` without a finish time: what `/metrics` counts. At most `limit` of each.
+pub(super) fn finished_since(
+    c: &Connection,
+    after: DateTime<Utc>,
+    limit: u32,
+) -> rusqlite::Result<Vec<RunRow>> {
+    let ms = after.timestamp_millis();
+    let mut out = Vec::new();
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE finished_at > ?1 ORDER BY finished_at LIMIT ?2"
+    ))?;
+    for row in stmt.query_map(params![ms, limit], run_row)? {
+        out.push(row?);
+    }
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'skipped' AND created_at > ?1
+         AND finished_at IS NULL ORDER BY created_at LIMIT ?2"
+    ))?;
+    for row in stmt.query_map(params![ms, limit], run_row)? {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// Each job's latest successful finish.
+pub(super) fn last_successes(c: &Connection) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT job, MAX(finished_at) FROM runs WHERE status = 'succeeded' AND finished_at IS NOT NULL
+         GROUP BY job",
+    )?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, time(row.get(1)?)?)))?;
+    rows.collect()
+}

@@ -73,6 +73,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: what an agent session needs to resume after a restart of the sidecar.
     "ALTER TABLE results ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE results ADD COLUMN token TEXT;",
+    // ops: what /metrics follows: runs as they finish, and runs skipped at creation.
+    "CREATE INDEX IF NOT EXISTS runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+     CREATE INDEX IF NOT EXISTS runs_skipped ON runs (created_at) WHERE status = 'skipped';",
 ];
 
 /// The schema version this build writes.
