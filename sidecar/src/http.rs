@@ -21,6 +21,8 @@ mod maint;
 mod openapi;
 #[cfg(test)]
 mod tests;
+mod ui;
+mod ws;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -87,6 +89,8 @@ pub fn router(state: State) -> Router {
         .merge(audit::routes())
         .merge(compat::routes())
         .merge(openapi::routes())
+        .merge(ui::routes())
+        .merge(ws::routes())
         .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -25,6 +25,7 @@ pub(super) type Shared = AxumState<Arc<State>>;
 pub(super) fn routes() -> Router<Arc<State>> {
     Router::new()
         .route("/api/v1/version", get(version))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{instance}", get(run))
         .route("/api/v1/runs/{instance}/output/{minion}", get(output))
@@ -47,6 +48,22 @@ pub(super) async fn version(_: Viewer) -> Json<Version> {
         version: env!("CARGO_PKG_VERSION"),
         protocol: saltpeter_protocol::PROTOCOL_VERSION,
     })
+}
+
+/// The caller.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WhoAmI {
+    /// The token's name.
+    name: String,
+    /// `viewer`, `operator` or `admin`.
+    role: &'static str,
+}
+
+/// Who the token belongs to, and its role.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "meta",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub(super) async fn whoami(Viewer(caller): Viewer) -> Json<WhoAmI> {
+    Json(WhoAmI { name: caller.name, role: caller.role.as_str() })
 }
 
 /// A run: one slot of a job being executed.

@@ -16,7 +16,7 @@ use super::{State, api, audit, compat, jobs, maint};
         Send `Authorization: Bearer <secret>`; roles: viewer (read), operator (run, kill, \
         maintenance), admin (reload)."),
     paths(
-        api::version, api::runs, api::run, api::output, api::kill,
+        api::version, api::whoami, api::runs, api::run, api::output, api::kill,
         jobs::list, jobs::one, jobs::preview, jobs::matrix, jobs::run_now, jobs::reload,
         maint::list, maint::start, maint::end,
         audit::list,
