@@ -6,3 +6,4 @@ mod cron_differential;
 mod lab_smoke;
 mod runs;
 mod salt_client;
+mod ui;
