@@ -7,6 +7,7 @@ pub mod import_crontab;
 pub mod runs;
 pub mod salt;
 pub mod serve;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -53,4 +54,6 @@ pub enum Command {
     Runs(runs::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.
     Salt(salt::SaltArgs),
+    /// API tokens: `token new --name N --role viewer|operator|admin`.
+    Token(token::Args),
 }

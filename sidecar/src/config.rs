@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub use diff::JobDiff;
 pub use job::{BatchSize, CatchUp, Dispatch, Job, JobName, TargetType, Threshold, WrapperLogLevel};
 pub use load::{Loaded, load_dir, reload};
-pub use settings::{Maintenance, Settings};
+pub use settings::{ApiToken, Maintenance, Role, Settings};
 pub use watch::{Reloaded, WatchOptions, watch};
 
 /// The file and YAML line a diagnostic is about.

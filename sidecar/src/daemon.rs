@@ -155,7 +155,17 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     };
 
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
-    runs.set_maintenance(loaded.maintenance.clone()).await;
+    // Runtime maintenance (API) merged with the files'; the engine gets the union.
+    let maintenance = crate::maintenance::spawn(
+        &tasks,
+        store.clone(),
+        Some(Arc::clone(&salt)),
+        loaded.maintenance.clone(),
+        cancel.child_token(),
+    )
+    .await
+    .context("read maintenance from the run store")?;
+    crate::maintenance::forward(&tasks, &maintenance, runs.clone()).await;
     // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
     // decides what happens to the slots missed while the sidecar was down).
     let mut last = std::collections::HashMap::new();
@@ -167,9 +177,29 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let table = JobTable::resume(loaded.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler = scheduler::spawn(&tasks, table, clock, due_tx, cancel.child_token());
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(registry.clone())));
+    crate::metrics::spawn(
+        &tasks,
+        Arc::clone(&metrics),
+        store.clone(),
+        Some(salt.bus().link()),
+        cancel.child_token(),
+    );
+    let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(loaded.jobs.clone()));
+    let access = http::Access::new(&loaded.settings);
+    let (api_reload_tx, mut api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
     if let Some(listener) = api_listener {
-        let state =
-            http::State { runs: runs.clone(), scheduler: scheduler.clone(), store: store.clone() };
+        let state = http::State {
+            runs: runs.clone(),
+            scheduler: scheduler.clone(),
+            store: store.clone(),
+            jobs: jobs_rx,
+            maintenance: maintenance.clone(),
+            salt: Some(Arc::clone(&salt)),
+            access: access.clone(),
+            reload: Some(api_reload_tx),
+            metrics: Some(metrics),
+        };
         tasks.spawn(http::serve(listener, state, cancel.child_token()));
     }
     let shared = Arc::new(agents::Shared {
@@ -182,6 +212,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     tasks.spawn(agents::serve(listener, shared, tasks.clone(), cancel.child_token()));
 
     let (reloads_tx, mut reloads) = mpsc::channel(8);
+    let mut last_loaded = loaded.clone();
+    let config_dir = options.config_dir.clone();
     tasks.spawn(config::watch(
         options.config_dir.clone(),
         loaded,
@@ -191,15 +223,30 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     ));
     let reload_salt = Arc::clone(&salt);
     tasks.spawn(async move {
-        while let Some(reloaded) = reloads.recv().await {
+        loop {
+            // A file change, or a reload asked through the API (answered with what it did).
+            let (reloaded, reply) = tokio::select! {
+                r = reloads.recv() => match r { Some(r) => (r, None), None => return },
+                Some(reply) = api_reloads.recv() => match http::reload_now(&config_dir, &last_loaded).await {
+                    Ok(r) => (r, Some(reply)),
+                    Err(e) => { let _ = reply.send(Err(e)); continue; }
+                },
+            };
             report(&reloaded.loaded);
+            last_loaded = reloaded.loaded.clone();
+            let outcome = http::ReloadOutcome::of(&reloaded);
             let diff = reloaded.diff;
             info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "Config reloaded.");
             retention_tx.send_replace(retention::Policy::new(&reloaded.loaded.settings, reloaded.loaded.jobs.values()));
-            if scheduler.reload(reloaded.loaded.jobs).await.is_err() {
+            jobs_tx.send_replace(Arc::new(reloaded.loaded.jobs.clone()));
+            access.update(&reloaded.loaded.settings);
+            if scheduler.reload(reloaded.loaded.jobs.clone()).await.is_err() {
                 return;
             }
-            runs.set_maintenance(reloaded.loaded.maintenance).await;
+            maintenance.set_file(reloaded.loaded.maintenance.clone()).await;
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(outcome));
+            }
             let names = |v: &[config::JobName]| rmpv::Value::Array(v.iter().map(|n| rmpv::Value::from(n.as_str())).collect());
             let data = rmpv::Value::Map(vec![
                 ("added".into(), names(&diff.added)),

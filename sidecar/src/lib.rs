@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod export;
 pub mod http;
 pub mod joblog;
+pub mod maintenance;
+pub mod metrics;
 pub mod retention;
 pub mod runs;
 pub mod salt;

@@ -220,3 +220,13 @@ impl crate::scheduler::Clock for LeadClock {
         chrono::Utc::now() + self.ahead
     }
 }
+
+impl RunsHandle {
+    /// A handle whose engine has stopped: every request answers `ShuttingDown`. For tests of
+    /// what holds a handle (the HTTP API) without a Salt master.
+    #[doc(hidden)]
+    pub fn stopped() -> RunsHandle {
+        let (tx, _) = mpsc::channel(1);
+        RunsHandle { tx }
+    }
+}

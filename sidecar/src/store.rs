@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 pub use export::ExportEvent;
-pub use read::{OutputChunk, Progress, ResultRow, RunFilter, RunRow};
+pub use read::{
+    AuditRow, Cursor, JobRecent, MaintenanceRow, OutputChunk, Progress, ResultRow, RunFilter,
+    RunRow,
+};
 pub use write::{Retention, Write};
 
 /// The database file inside the state directory.
@@ -271,6 +274,72 @@ impl StoreHandle {
     pub async fn last_slot(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let job = job.to_owned();
         self.read(move |c| read::last_slot(c, &job)).await
+    }
+
+    /// Runtime maintenance entries in effect at `now`.
+    pub async fn active_maintenance(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MaintenanceRow>, StoreError> {
+        self.read(move |c| read::active_maintenance(c, now)).await
+    }
+
+    /// One maintenance entry by id.
+    pub async fn maintenance_entry(&self, id: i64) -> Result<Option<MaintenanceRow>, StoreError> {
+        self.read(move |c| read::maintenance_entry(c, id)).await
+    }
+
+    /// The entry `who` created at `created` (just written by the caller).
+    pub async fn maintenance_created(
+        &self,
+        who: &str,
+        created: DateTime<Utc>,
+    ) -> Result<Option<MaintenanceRow>, StoreError> {
+        let who = who.to_owned();
+        self.read(move |c| read::maintenance_created(c, &who, created)).await
+    }
+
+    /// The audit log, newest first, before id `before`.
+    pub async fn audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        self.read(move |c| read::audit(c, before, limit)).await
+    }
+
+    /// The newest `per_job` runs of every job (or of `job`).
+    pub async fn recent_runs(
+        &self,
+        job: Option<&str>,
+        per_job: u32,
+    ) -> Result<std::collections::HashMap<String, JobRecent>, StoreError> {
+        let job = job.map(str::to_owned);
+        self.read(move |c| read::recent_runs(c, job.as_deref(), per_job)).await
+    }
+
+    /// Runs finished (or skipped) after `after`, for metrics.
+    pub async fn finished_since(
+        &self,
+        after: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        self.read(move |c| read::finished_since(c, after, limit)).await
+    }
+
+    /// Each job's latest successful finish.
+    pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        self.read(read::last_successes).await
+    }
+
+    /// Per-minion results of the newest `runs` runs of `job`, newest run first.
+    pub async fn job_results(
+        &self,
+        job: &str,
+        runs: u32,
+    ) -> Result<Vec<(String, ResultRow)>, StoreError> {
+        let job = job.to_owned();
+        self.read(move |c| read::job_results(c, &job, runs)).await
     }
 }
 

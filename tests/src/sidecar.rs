@@ -52,6 +52,12 @@ impl Sidecar {
 
     /// The same, with extra command-line flags.
     pub fn start_with(lab: &Lab, jobs: &str, flags: &[&str]) -> Sidecar {
+        Self::start_with_config(lab, jobs, "", flags)
+    }
+
+    /// The same, with `extra` written as one more config file (`01-extra.yaml`; e.g. another
+    /// `saltpeter_config` block, applied key by key over the default settings).
+    pub fn start_with_config(lab: &Lab, jobs: &str, extra: &str, flags: &[&str]) -> Sidecar {
         // Fixed ports, so that a restarted daemon is where its agents reconnect.
         let (port, api_port) = (free_port(), free_port());
         let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
@@ -67,6 +73,9 @@ impl Sidecar {
         );
         fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
         fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
+        if !extra.is_empty() {
+            fs_err::write(config_dir.join("01-extra.yaml"), extra).expect("write extra config");
+        }
         let log_file = dir.join("sidecar.log");
         let ports = [port, api_port];
         let child = spawn(&lab.master_config, &config_dir, &state_dir, ports, flags, &log_file);
@@ -129,6 +138,11 @@ impl Sidecar {
             .arg(format!("http://127.0.0.1:{}", self.api_port))
             .output()
             .expect("run saltpeter")
+    }
+
+    /// The base URL of the daemon's HTTP API and UI.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
     }
 
     /// The daemon's log so far.

@@ -13,6 +13,10 @@ pub struct Api {
     /// The daemon's HTTP API.
     #[arg(long, env = "SALTPETER_API_URL", default_value = "http://127.0.0.1:8888")]
     pub api: String,
+    /// An API token's secret (see `saltpeter token new`); not needed on the master's loopback
+    /// when no api_tokens are configured.
+    #[arg(long, env = "SALTPETER_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -37,11 +41,15 @@ pub struct KillArgs {
     pub api: Api,
 }
 
-fn post(url: &str) -> anyhow::Result<String> {
+fn post(url: &str, token: Option<&str>) -> anyhow::Result<String> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request = agent.post(url);
+    if let Some(token) = token {
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
     let mut response =
-        agent.post(url).send_empty().with_context(|| format!("reach the daemon at {url}"))?;
+        request.send_empty().with_context(|| format!("reach the daemon at {url}"))?;
     let status = response.status();
     let body = response.body_mut().read_to_string().unwrap_or_default();
     if !status.is_success() {
@@ -55,8 +63,10 @@ fn post(url: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let body =
-        post(&format!("{}/api/v1/jobs/{}/run", args.api.api.trim_end_matches('/'), args.job))?;
+    let body = post(
+        &format!("{}/api/v1/jobs/{}/run", args.api.api.trim_end_matches('/'), args.job),
+        args.api.token.as_deref(),
+    )?;
     writeln!(std::io::stdout(), "{body}")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -67,7 +77,7 @@ pub fn kill(args: &KillArgs) -> anyhow::Result<ExitCode> {
     if let Some(minion) = &args.minion {
         url.push_str(&format!("?minion={minion}"));
     }
-    let body = post(&url)?;
+    let body = post(&url, args.api.token.as_deref())?;
     writeln!(std::io::stdout(), "{body}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -65,6 +65,7 @@ raw_struct!(
         elasticsearch_index, opensearch_index, timezone,
         history_days, max_runs,
         default_dispatch, default_lead_time,
+        api_tokens, api_cors_origins,
     }
 );
 

@@ -42,6 +42,43 @@ pub struct Settings {
     pub default_dispatch: Option<super::job::Dispatch>,
     /// How long before its instant a coalesced run is published and armed (0: at the instant).
     pub default_lead_time: std::time::Duration,
+    /// Who may use the HTTP API and UI (`api_tokens`); empty = loopback only, as admin.
+    pub api_tokens: Vec<ApiToken>,
+    /// Origins allowed to call the API from a browser (`api_cors_origins`); empty = CORS off.
+    pub api_cors_origins: Vec<String>,
+}
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read everything (job definitions with `env` values redacted).
+    Viewer,
+    /// Also run now, kill, and put machines in maintenance.
+    Operator,
+    /// Also reload the configuration.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Viewer, Role::Operator, Role::Admin].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One API token: its name (written to the audit log), the SHA-256 of its secret, its role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub role: Role,
 }
 
 impl Default for Settings {
@@ -67,6 +104,8 @@ impl Default for Settings {
             max_runs: None,
             default_dispatch: None,
             default_lead_time: std::time::Duration::from_secs(2),
+            api_tokens: Vec::new(),
+            api_cors_origins: Vec::new(),
         }
     }
 }
@@ -165,6 +204,35 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
     {
         s.default_lead_time = lead;
     }
+    if let Some(tokens) = raw.api_tokens.as_ref().filter(|t| !t.is_null()) {
+        s.api_tokens = api_tokens(tokens, v);
+    }
+    if let Some(origins) = raw.api_cors_origins.as_ref().filter(|t| !t.is_null()) {
+        s.api_cors_origins = match origins {
+            Value::Sequence(items) => items
+                .iter()
+                .filter_map(|item| match item {
+                    Value::String(o) if o.starts_with("http://") || o.starts_with("https://") => {
+                        Some(o.trim_end_matches('/').to_owned())
+                    }
+                    other => {
+                        v.err(
+                            "api_cors_origins",
+                            format!(
+                                "{} is not an origin like https://ops.example.com",
+                                show(other)
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            other => {
+                v.err("api_cors_origins", format!("{} is not a list of origins", show(other)));
+                Vec::new()
+            }
+        };
+    }
     match &raw.timezone {
         None | Some(Value::Null) => {}
         Some(Value::String(name)) => match name.parse::<Tz>() {
@@ -207,4 +275,61 @@ pub(super) fn maintenance(raw: RawMaintenance, v: &mut Validator) -> Maintenance
         }
     };
     Maintenance { global: v.boolean(&raw.global, "global").unwrap_or(false), machines }
+}
+
+/// `api_tokens: [{name, sha256, role}]`: every entry checked, every problem reported.
+fn api_tokens(value: &Value, v: &mut Validator) -> Vec<ApiToken> {
+    let key = "api_tokens";
+    let Value::Sequence(items) = value else {
+        v.err(key, format!("{} is not a list of {{name, sha256, role}}", show(value)));
+        return Vec::new();
+    };
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = |f: &str| item.get(f).and_then(Value::as_str).map(str::trim);
+        let at = format!("{key}[{i}]");
+        let Some(map) = item.as_mapping() else {
+            v.err(&at, format!("{} is not a map of name, sha256 and role", show(item)));
+            continue;
+        };
+        for k in map.keys() {
+            if !matches!(k.as_str(), Some("name" | "sha256" | "role")) {
+                v.warn(
+                    &at,
+                    format!("unknown key {}, ignored (known: name, sha256, role)", show(k)),
+                );
+            }
+        }
+        let name = match field("name") {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => {
+                v.err(&format!("{at}.name"), "is required (it names the token in the audit log)");
+                continue;
+            }
+        };
+        let mut sha256 = [0u8; 32];
+        match field("sha256").map(|h| hex::decode_to_slice(h, &mut sha256)) {
+            Some(Ok(())) => {}
+            _ => {
+                v.err(
+                    &format!("{at}.sha256"),
+                    format!("token {name:?} needs the 64 hex digits of its secret's SHA-256 (`saltpeter token new` prints them)"),
+                );
+                continue;
+            }
+        }
+        let Some(role) = field("role").and_then(Role::parse) else {
+            v.err(
+                &format!("{at}.role"),
+                format!("token {name:?} needs a role: viewer, operator or admin"),
+            );
+            continue;
+        };
+        if tokens.iter().any(|t| t.name == name) {
+            v.err(&format!("{at}.name"), format!("two tokens are named {name:?}"));
+            continue;
+        }
+        tokens.push(ApiToken { name, sha256, role });
+    }
+    tokens
 }

@@ -234,3 +234,33 @@ fn yaml_1_1_octal_and_booleans_keep_the_originals_meaning() {
         ]
     );
 }
+
+#[test]
+fn api_tokens_and_cors_origins_are_checked_entry_by_entry() {
+    let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+    let dir = dir_with(&[(
+        "00-settings.yaml",
+        &format!(
+            "saltpeter_config:\n  api_tokens:\n    - {{name: ci, sha256: {hash}, role: operator}}\n\
+             \x20   - {{name: bad, sha256: abc, role: admin}}\n    - {{name: who, sha256: {hash}, role: god}}\n\
+             \x20   - {{sha256: {hash}, role: admin}}\n    - {{name: ci, sha256: {hash}, role: viewer}}\n\
+             \x20 api_cors_origins: [https://ops.example.com/, ftp://x]\n"
+        ),
+    )]);
+    let loaded = load_dir(dir.path(), now()).expect("load");
+    let tokens = &loaded.settings.api_tokens;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!((tokens[0].name.as_str(), tokens[0].role), ("ci", Role::Operator));
+    assert_eq!(hex::encode(tokens[0].sha256), hash);
+    assert_eq!(loaded.settings.api_cors_origins, ["https://ops.example.com"]);
+    let errors = messages(&dir, &loaded.report.errors).join("\n");
+    for says in [
+        "`api_tokens[1].sha256`: token \"bad\" needs the 64 hex digits",
+        "`api_tokens[2].role`: token \"who\" needs a role: viewer, operator or admin",
+        "`api_tokens[3].name`: is required",
+        "`api_tokens[4].name`: two tokens are named \"ci\"",
+        "`api_cors_origins`: \"ftp://x\" is not an origin",
+    ] {
+        assert!(errors.contains(says), "missing {says:?} in:\n{errors}");
+    }
+}

@@ -57,7 +57,42 @@ pub struct RunFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only runs scheduled before this instant (the last row of the previous page).
     pub before: Option<DateTime<Utc>>,
+    /// Only runs after this one in the listing's order (keyset pagination: the last row of the
+    /// previous page).
+    pub after: Option<Cursor>,
     pub limit: u32,
+}
+
+/// A position in the runs listing (newest first): a run's scheduled and created instants and
+/// instance id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub scheduled: DateTime<Utc>,
+    pub created: DateTime<Utc>,
+    pub instance: String,
+}
+
+impl Cursor {
+    pub fn of(run: &RunRow) -> Cursor {
+        Cursor { scheduled: run.scheduled, created: run.created, instance: run.instance.clone() }
+    }
+
+    /// `SCHEDULED_MS.CREATED_MS.INSTANCE`, opaque to clients.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.scheduled.timestamp_millis(),
+            self.created.timestamp_millis(),
+            self.instance
+        )
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let mut parts = s.splitn(3, '.');
+        let scheduled = time(parts.next()?.parse().ok()?).ok()?;
+        let created = time(parts.next()?.parse().ok()?).ok()?;
+        Some(Cursor { scheduled, created, instance: parts.next()?.to_owned() })
+    }
 }
 
 const RUN_COLUMNS: &str = "instance, job, job_group, scheduled_at, trigger, status, reason, \
@@ -125,9 +160,17 @@ pub(super) fn runs(c: &Connection, f: &RunFilter) -> rusqlite::Result<Vec<RunRow
     if let Some(before) = f.before {
         arg(&mut sql, " AND scheduled_at < ?", Value::Integer(before.timestamp_millis()));
     }
+    if let Some(after) = &f.after {
+        let (s, c) = (after.scheduled.timestamp_millis(), after.created.timestamp_millis());
+        arg(&mut sql, " AND (scheduled_at < ?", Value::Integer(s));
+        arg(&mut sql, " OR (scheduled_at = ?", Value::Integer(s));
+        arg(&mut sql, " AND (created_at < ?", Value::Integer(c));
+        arg(&mut sql, " OR (created_at = ?", Value::Integer(c));
+        arg(&mut sql, " AND instance < ?))))", Value::Text(after.instance.clone()));
+    }
     arg(
         &mut sql,
-        " ORDER BY scheduled_at DESC, created_at DESC LIMIT ?",
+        " ORDER BY scheduled_at DESC, created_at DESC, instance DESC LIMIT ?",
         Value::Integer(f.limit.into()),
     );
     let mut stmt = c.prepare_cached(&sql)?;
@@ -238,4 +281,203 @@ pub(super) fn progress(
         },
     )
     .optional()
+}
+
+/// A runtime maintenance entry (set through the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceRow {
+    pub id: i64,
+    /// `global`, `minion` or `target`.
+    pub scope: String,
+    /// The minion id or the target expression (`type:expr` for a target); empty for global.
+    pub target: String,
+    pub who: String,
+    pub why: String,
+    pub created: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+}
+
+const MAINTENANCE_COLUMNS: &str = "id, scope, target, who, why, created_at, until, ended_at";
+
+fn maintenance_row(row: &Row<'_>) -> rusqlite::Result<MaintenanceRow> {
+    Ok(MaintenanceRow {
+        id: row.get(0)?,
+        scope: row.get(1)?,
+        target: row.get(2)?,
+        who: row.get(3)?,
+        why: row.get(4)?,
+        created: time(row.get(5)?)?,
+        until: opt_time(row.get(6)?)?,
+        ended: opt_time(row.get(7)?)?,
+    })
+}
+
+/// Entries not ended and not expired at `now`, oldest first.
+pub(super) fn active_maintenance(
+    c: &Connection,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<MaintenanceRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {MAINTENANCE_COLUMNS} FROM maintenance
+         WHERE ended_at IS NULL AND (until IS NULL OR until > ?1) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params![now.timestamp_millis()], maintenance_row)?;
+    rows.collect()
+}
+
+pub(super) fn maintenance_entry(
+    c: &Connection,
+    id: i64,
+) -> rusqlite::Result<Option<MaintenanceRow>> {
+    c.query_row(
+        &format!("SELECT {MAINTENANCE_COLUMNS} FROM maintenance WHERE id = ?1"),
+        params![id],
+        maintenance_row,
+    )
+    .optional()
+}
+
+/// The newest entry created by `who` at `created` (the one just written: only the maintenance
+/// task creates entries, one at a time).
+pub(super) fn maintenance_created(
+    c: &Connection,
+    who: &str,
+    created: DateTime<Utc>,
+) -> rusqlite::Result<Option<MaintenanceRow>> {
+    c.query_row(
+        &format!(
+            "SELECT {MAINTENANCE_COLUMNS} FROM maintenance WHERE who = ?1 AND created_at = ?2
+             ORDER BY id DESC LIMIT 1"
+        ),
+        params![who, created.timestamp_millis()],
+        maintenance_row,
+    )
+    .optional()
+}
+
+/// One audit record: who did what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// Audit records newest first, before id `before` when given.
+pub(super) fn audit(
+    c: &Connection,
+    before: Option<i64>,
+    limit: u32,
+) -> rusqlite::Result<Vec<AuditRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, at, actor, action, detail FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit], |row| {
+        Ok(AuditRow {
+            id: row.get(0)?,
+            at: time(row.get(1)?)?,
+            actor: row.get(2)?,
+            action: row.get(3)?,
+            detail: row.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// A job's most recent runs, newest first (for its last result, success rate and history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobRecent {
+    pub runs: Vec<RunRow>,
+}
+
+/// The newest `per_job` runs of every job (of `job` only, when given), grouped by job.
+pub(super) fn recent_runs(
+    c: &Connection,
+    job: Option<&str>,
+    per_job: u32,
+) -> rusqlite::Result<std::collections::HashMap<String, JobRecent>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM (
+             SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY scheduled_at DESC, created_at DESC) AS n
+             FROM runs WHERE ?1 IS NULL OR job = ?1)
+         WHERE n <= ?2 ORDER BY job, n"
+    ))?;
+    let mut out: std::collections::HashMap<String, JobRecent> = std::collections::HashMap::new();
+    let rows = stmt.query_map(params![job, per_job], run_row)?;
+    for row in rows {
+        let row = row?;
+        out.entry(row.job.clone()).or_default().runs.push(row);
+    }
+    Ok(out)
+}
+
+/// Per-minion results of the newest `runs` runs of `job`: (instance, result), newest run first.
+pub(super) fn job_results(
+    c: &Connection,
+    job: &str,
+    runs: u32,
+) -> rusqlite::Result<Vec<(String, ResultRow)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.instance, r.minion, r.phase, r.retcode, r.reason, r.started_at, r.finished_at,
+                r.output_bytes, r.output_dropped
+         FROM results r JOIN (SELECT instance, scheduled_at FROM runs WHERE job = ?1
+                              ORDER BY scheduled_at DESC, created_at DESC LIMIT ?2) k
+           ON k.instance = r.instance
+         ORDER BY k.scheduled_at DESC, r.minion",
+    )?;
+    let rows = stmt.query_map(params![job, runs], |row| {
+        Ok((
+            row.get(0)?,
+            ResultRow {
+                minion: row.get(1)?,
+                phase: row.get(2)?,
+                retcode: row.get(3)?,
+                reason: row.get(4)?,
+                started: opt_time(row.get(5)?)?,
+                finished: opt_time(row.get(6)?)?,
+                output_bytes: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
+                output_dropped: row.get::<_, i64>(8)?.try_into().unwrap_or(0),
+                token: None,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Runs that finished after `after` (milliseconds), oldest first, and runs skipped when created
+/// after `after` without a finish time: what `/metrics` counts. At most `limit` of each.
+pub(super) fn finished_since(
+    c: &Connection,
+    after: DateTime<Utc>,
+    limit: u32,
+) -> rusqlite::Result<Vec<RunRow>> {
+    let ms = after.timestamp_millis();
+    let mut out = Vec::new();
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE finished_at > ?1 ORDER BY finished_at LIMIT ?2"
+    ))?;
+    for row in stmt.query_map(params![ms, limit], run_row)? {
+        out.push(row?);
+    }
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'skipped' AND created_at > ?1
+         AND finished_at IS NULL ORDER BY created_at LIMIT ?2"
+    ))?;
+    for row in stmt.query_map(params![ms, limit], run_row)? {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// Each job's latest successful finish.
+pub(super) fn last_successes(c: &Connection) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT job, MAX(finished_at) FROM runs WHERE status = 'succeeded' AND finished_at IS NOT NULL
+         GROUP BY job",
+    )?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, time(row.get(1)?)?)))?;
+    rows.collect()
 }

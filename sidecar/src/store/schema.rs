@@ -148,6 +148,9 @@ const MIGRATIONS: &[&str] = &[
     // armed, fallback) and the minion's clock skew (ms, minion minus sidecar) at its hello.
     "ALTER TABLE results ADD COLUMN path TEXT NOT NULL DEFAULT '';
      ALTER TABLE results ADD COLUMN skew_ms INTEGER;",
+    // 5: what /metrics follows: runs as they finish, and runs skipped at creation.
+    "CREATE INDEX IF NOT EXISTS runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+     CREATE INDEX IF NOT EXISTS runs_skipped ON runs (created_at) WHERE status = 'skipped';",
 ];
 
 /// The schema version this build writes.

@@ -7,3 +7,4 @@ mod dispatch;
 mod lab_smoke;
 mod runs;
 mod salt_client;
+mod ui;
