@@ -82,6 +82,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let master =
         MasterConfig::load(&options.master_config).context("read the Salt master's config")?;
     let salt = Arc::new(SaltClient::connect(&master).await.context("connect to the Salt master")?);
+    // Jobs and maintenance from pillar join the files' (crate::pillar).
+    let pillar = crate::pillar::Pillar::start(&salt, &master, &loaded).await;
+    let merged = pillar.loaded().clone();
 
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -116,18 +119,18 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         registry: registry.clone(),
         settings: engine_settings,
     };
-    let jobs_now = loaded.jobs.values().cloned().collect();
+    let jobs_now = merged.jobs.values().cloned().collect();
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
-    runs.set_maintenance(loaded.maintenance.clone()).await;
+    runs.set_maintenance(merged.maintenance.clone()).await;
     // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
     // decides what happens to the slots missed while the sidecar was down).
     let mut last = std::collections::HashMap::new();
-    for name in loaded.jobs.keys() {
+    for name in merged.jobs.keys() {
         if let Ok(Some(at)) = store.last_slot(name.as_str()).await {
             last.insert(name.clone(), at);
         }
     }
-    let table = JobTable::resume(loaded.jobs.values().cloned(), &last, Utc::now());
+    let table = JobTable::resume(merged.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler =
         scheduler::spawn(&tasks, table, Arc::new(SystemClock), due_tx, cancel.child_token());
@@ -145,7 +148,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     });
     tasks.spawn(agents::serve(listener, shared, tasks.clone(), cancel.child_token()));
 
-    let (reloads_tx, mut reloads) = mpsc::channel(8);
+    let (reloads_tx, file_reloads) = mpsc::channel(8);
     tasks.spawn(config::watch(
         options.config_dir.clone(),
         loaded,
@@ -153,6 +156,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         reloads_tx,
         cancel.child_token(),
     ));
+    let mut reloads = pillar.follow(&tasks, Arc::clone(&salt), file_reloads, cancel.child_token());
     let reload_salt = Arc::clone(&salt);
     tasks.spawn(async move {
         while let Some(reloaded) = reloads.recv().await {

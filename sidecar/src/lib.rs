@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod joblog;
+pub mod pillar;
 pub mod runs;
 pub mod salt;
 pub mod schedule;

@@ -63,6 +63,7 @@ raw_struct!(
         machines_ws_bind_addr, default_saltpeter_server_host, default_wrapper_path,
         default_wrapper_loglevel, default_wrapper_logdir, elasticsearch, opensearch,
         elasticsearch_index, opensearch_index, timezone,
+        pillar, pillar_minion, pillar_refresh,
     }
 );
 

@@ -34,6 +34,12 @@ pub struct Settings {
     pub opensearch_index: String,
     /// The zone of jobs that set neither `timezone` nor `utc`.
     pub timezone: Tz,
+    /// Read jobs and maintenance from pillar `saltpeter:jobs` / `saltpeter:maintenance`.
+    pub pillar: bool,
+    /// The minion id whose pillar holds the jobs; `None` = the master's own id.
+    pub pillar_minion: Option<String>,
+    /// How often the pillar is read again without an event.
+    pub pillar_refresh: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +61,9 @@ impl Default for Settings {
             elasticsearch_index: "saltpeter".into(),
             opensearch_index: "saltpeter".into(),
             timezone: Tz::UTC,
+            pillar: true,
+            pillar_minion: None,
+            pillar_refresh: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -134,6 +143,21 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
         ],
     ) {
         s.default_wrapper_loglevel = level;
+    }
+    if let Some(b) = v.boolean(&raw.pillar, "pillar") {
+        s.pillar = b;
+    }
+    if let Some(id) = v.string_opt(&raw.pillar_minion, "pillar_minion") {
+        s.pillar_minion = Some(id).filter(|id| !id.is_empty());
+    }
+    if let Some(value) = raw.pillar_refresh.as_ref().filter(|x| !x.is_null())
+        && let Some(every) = v.seconds(value, "pillar_refresh")
+    {
+        if every < std::time::Duration::from_secs(1) {
+            v.err("pillar_refresh", "must be at least 1 second");
+        } else {
+            s.pillar_refresh = every;
+        }
     }
     match &raw.timezone {
         None | Some(Value::Null) => {}

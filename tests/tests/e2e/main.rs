@@ -4,5 +4,6 @@
 
 mod cron_differential;
 mod lab_smoke;
+mod pillar;
 mod runs;
 mod salt_client;
