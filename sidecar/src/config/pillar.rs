@@ -181,3 +181,90 @@ fn push_diagnostics(out: &mut Loaded, origin: &std::path::Path, job: &str, v: Va
     out.report.errors.extend(v.errors.into_iter().map(diag));
     out.report.warnings.extend(v.warnings.into_iter().map(diag));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_dir;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("instant").with_timezone(&Utc)
+    }
+
+    fn job(command: &str) -> String {
+        format!(
+            "min: '*'\nhour: '*'\ndom: '*'\nmon: '*'\ndow: '*'\ntargets: '*'\ncommand: {command}\n"
+        )
+    }
+
+    fn pillar(yaml: &str) -> PillarConfig {
+        let jobs = serde_yaml::from_str(yaml).expect("yaml");
+        PillarConfig {
+            origin: PillarConfig::origin_of("master_master"),
+            jobs,
+            ..Default::default()
+        }
+    }
+
+    fn indent(text: &str) -> String {
+        text.lines().map(|l| format!("  {l}\n")).collect()
+    }
+
+    #[test]
+    fn pillar_jobs_join_the_files_and_a_clash_names_both_sources() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("a.yaml");
+        fs_err::write(&file, format!("both:\n{}", indent(&job("echo file")))).expect("write");
+        let files = load_dir(dir.path(), now()).expect("load");
+        let p = pillar(&format!(
+            "both:\n{}only:\n{}",
+            indent(&job("echo pillar")),
+            indent(&job("echo only"))
+        ));
+        let merged = with_pillar(&files, &p, None, now());
+        assert_eq!(merged.jobs[&JobName::new("both")].command, "echo file");
+        let only = &merged.jobs[&JobName::new("only")];
+        assert_eq!(
+            (only.group.as_str(), only.file.to_str()),
+            ("pillar", Some("pillar:master_master"))
+        );
+        let errors: Vec<String> = merged.report.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("pillar:master_master: job `both`: is defined both in "));
+        assert!(errors[0].contains(&file.display().to_string()), "{errors:?}");
+    }
+
+    #[test]
+    fn an_invalid_pillar_job_is_reported_like_a_file_job_and_keeps_its_last_definition() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = load_dir(dir.path(), now()).expect("load");
+        let good =
+            with_pillar(&files, &pillar(&format!("j:\n{}", indent(&job("echo 1")))), None, now());
+        let bad = pillar(
+            "j:\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '8'\n  command: x\n  targets: '*'\n",
+        );
+        let merged = with_pillar(&files, &bad, Some(&good), now());
+        assert_eq!(merged.jobs[&JobName::new("j")].command, "echo 1");
+        let error = merged.report.errors[0].to_string();
+        assert!(error.starts_with("pillar:master_master: job `j`: `dow`: "), "{error}");
+        assert!(merged.report.warnings[0].message.contains("last valid definition"));
+        // Without a previous definition, it is not taken.
+        assert!(with_pillar(&files, &bad, None, now()).jobs.is_empty());
+    }
+
+    #[test]
+    fn pillar_maintenance_adds_to_the_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = "saltpeter_maintenance:\n  machines: [m1]\n";
+        fs_err::write(dir.path().join("m.yaml"), text).expect("write");
+        let files = load_dir(dir.path(), now()).expect("load");
+        let mut p = pillar("{}");
+        p.maintenance = Some(serde_yaml::from_str("machines: [m2, m1]").expect("yaml"));
+        p.minions_in_maintenance = vec!["m3".into()];
+        let merged = with_pillar(&files, &p, None, now());
+        assert_eq!(merged.maintenance.machines, ["m1", "m2", "m3"]);
+        assert!(!merged.maintenance.global);
+        p.maintenance = Some(serde_yaml::from_str("global: true").expect("yaml"));
+        assert!(with_pillar(&files, &p, None, now()).maintenance.global);
+    }
+}
