@@ -3,6 +3,7 @@
 //! tests that stop the master or a minion start their own with `Lab::start`.
 
 mod cron_differential;
+mod formula;
 mod lab_smoke;
 mod pillar;
 mod runs;

@@ -20,7 +20,8 @@ pub(crate) struct SaltNativeLab {
 }
 
 /// Started on first use: pillar-example/ with per-test pillar ids (`sidecar-a`, ...), minion-2
-/// in maintenance by its own pillar, and the master's reactor from `states/`.
+/// in maintenance by its own pillar, the master's reactor from `states/`, and the formula's
+/// test artifacts under `salt://sp-test/`.
 pub(crate) fn salt_native_lab() -> &'static SaltNativeLab {
     static LAB: OnceLock<SaltNativeLab> = OnceLock::new();
     LAB.get_or_init(|| {
@@ -33,11 +34,14 @@ pub(crate) fn salt_native_lab() -> &'static SaltNativeLab {
         );
         fs_err::write(pillar.join("top.sls"), top).expect("set up the salt-native lab");
         fs_err::create_dir_all(pillar.join("test")).expect("set up the salt-native lab");
+        let files = dir.join("files");
+        crate::formula::artifacts(&files.join("sp-test"));
         let reactor =
             fs_err::read_to_string(repo_root().join("states/reactor/saltpeter.conf")).expect("set up the salt-native lab");
         let cfg = LabConfig {
             pillar_roots: vec![pillar.clone()],
             master_extra: vec![reactor],
+            file_roots: vec![files],
             ..LabConfig::default()
         };
         SaltNativeLab { lab: Lab::start(cfg).expect("the salt-native lab"), pillar }
