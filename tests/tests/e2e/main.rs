@@ -6,5 +6,6 @@ mod cron_differential;
 mod formula;
 mod lab_smoke;
 mod pillar;
+mod reactor;
 mod runs;
 mod salt_client;
