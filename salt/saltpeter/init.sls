@@ -1,4 +1,4 @@
 # `state.apply saltpeter`: installs the agent on every targeted minion.
-# (The sidecar state, for the master's own minion, comes with the daemon.)
+# The sidecar, on the master's own minion: `state.apply saltpeter.sidecar`.
 include:
   - saltpeter.agent

@@ -10,6 +10,7 @@ mod diff;
 mod job;
 mod lines;
 mod load;
+mod pillar;
 mod raw;
 mod settings;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use diff::JobDiff;
 pub use job::{BatchSize, CatchUp, Dispatch, Job, JobName, TargetType, Threshold, WrapperLogLevel};
 pub use load::{Loaded, load_dir, reload};
+pub use pillar::{JOBS_KEY, MAINTENANCE_KEY, PillarConfig, with_pillar};
 pub use settings::{ApiToken, Maintenance, Role, Settings};
 pub use watch::{Reloaded, WatchOptions, watch};
 

@@ -78,6 +78,39 @@ fn export_settings(settings: &config::Settings, options: &Options) -> config::Se
     s
 }
 
+/// Forwards the file watcher's reloads, and reloads asked through the API (answered with what
+/// they changed in the files), to `out` (the pillar merge).
+async fn file_reloads_with_api(
+    config_dir: PathBuf,
+    mut last: Loaded,
+    mut watched: mpsc::Receiver<config::Reloaded>,
+    mut api: mpsc::Receiver<http::ReloadRequest>,
+    out: mpsc::Sender<config::Reloaded>,
+) {
+    loop {
+        let reloaded = tokio::select! {
+            r = watched.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            Some(reply) = api.recv() => match http::reload_now(&config_dir, &last).await {
+                Ok(r) => {
+                    let _ = reply.send(Ok(http::ReloadOutcome::of(&r)));
+                    r
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        last = reloaded.loaded.clone();
+        if out.send(reloaded).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let loaded = config::load_dir(&options.config_dir, Utc::now())
@@ -104,6 +137,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let master =
         MasterConfig::load(&options.master_config).context("read the Salt master's config")?;
     let salt = Arc::new(SaltClient::connect(&master).await.context("connect to the Salt master")?);
+    // Jobs and maintenance from pillar join the files' (crate::pillar).
+    let pillar = crate::pillar::Pillar::start(&salt, &master, &loaded).await;
+    let merged = pillar.loaded().clone();
 
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -114,7 +150,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         tasks.spawn(export::run(store.clone(), sink, cancel.child_token()));
     }
     let (retention_tx, retention_rx) =
-        tokio::sync::watch::channel(retention::Policy::new(settings, loaded.jobs.values()));
+        tokio::sync::watch::channel(retention::Policy::new(settings, merged.jobs.values()));
     tasks.spawn(retention::run(
         store.clone(),
         retention_rx,
@@ -145,7 +181,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let registry = Registry::default();
     let (due_tx, due_rx) = mpsc::channel(16_384);
     let output_cap = engine_settings.output_cap;
-    let jobs_now: Vec<_> = loaded.jobs.values().cloned().collect();
+    let jobs_now: Vec<_> = merged.jobs.values().cloned().collect();
     let clock = runs::scheduler_clock(&engine_settings, &jobs_now);
     let deps = Deps {
         salt: Arc::clone(&salt),
@@ -153,14 +189,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         registry: registry.clone(),
         settings: engine_settings,
     };
-
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
-    // Runtime maintenance (API) merged with the files'; the engine gets the union.
+    // Runtime maintenance (API) merged with the files' and the pillar's; the engine gets the
+    // union.
     let maintenance = crate::maintenance::spawn(
         &tasks,
         store.clone(),
         Some(Arc::clone(&salt)),
-        loaded.maintenance.clone(),
+        merged.maintenance.clone(),
         cancel.child_token(),
     )
     .await
@@ -169,12 +205,12 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     // Catch-up: each job's schedule continues from its last recorded slot (its `catch_up`
     // decides what happens to the slots missed while the sidecar was down).
     let mut last = std::collections::HashMap::new();
-    for name in loaded.jobs.keys() {
+    for name in merged.jobs.keys() {
         if let Ok(Some(at)) = store.last_slot(name.as_str()).await {
             last.insert(name.clone(), at);
         }
     }
-    let table = JobTable::resume(loaded.jobs.values().cloned(), &last, Utc::now());
+    let table = JobTable::resume(merged.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler = scheduler::spawn(&tasks, table, clock, due_tx, cancel.child_token());
     let metrics = Arc::new(crate::metrics::Metrics::new(Some(registry.clone())));
@@ -185,9 +221,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         Some(salt.bus().link()),
         cancel.child_token(),
     );
-    let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(loaded.jobs.clone()));
-    let access = http::Access::new(&loaded.settings);
-    let (api_reload_tx, mut api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
+    let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(merged.jobs.clone()));
+    let access = http::Access::new(&merged.settings);
+    let (api_reload_tx, api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
     if let Some(listener) = api_listener {
         let state = http::State {
             runs: runs.clone(),
@@ -211,42 +247,38 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     });
     tasks.spawn(agents::serve(listener, shared, tasks.clone(), cancel.child_token()));
 
-    let (reloads_tx, mut reloads) = mpsc::channel(8);
-    let mut last_loaded = loaded.clone();
-    let config_dir = options.config_dir.clone();
+    // File reloads, from the watcher or asked through the API, then merged with the pillar.
+    let (watched_tx, watched) = mpsc::channel(8);
     tasks.spawn(config::watch(
         options.config_dir.clone(),
-        loaded,
+        loaded.clone(),
         WatchOptions::default(),
-        reloads_tx,
+        watched_tx,
         cancel.child_token(),
     ));
+    let (file_tx, file_reloads) = mpsc::channel(8);
+    tasks.spawn(file_reloads_with_api(
+        options.config_dir.clone(),
+        loaded,
+        watched,
+        api_reloads,
+        file_tx,
+    ));
+    let mut reloads = pillar.follow(&tasks, Arc::clone(&salt), file_reloads, cancel.child_token());
     let reload_salt = Arc::clone(&salt);
     tasks.spawn(async move {
-        loop {
-            // A file change, or a reload asked through the API (answered with what it did).
-            let (reloaded, reply) = tokio::select! {
-                r = reloads.recv() => match r { Some(r) => (r, None), None => return },
-                Some(reply) = api_reloads.recv() => match http::reload_now(&config_dir, &last_loaded).await {
-                    Ok(r) => (r, Some(reply)),
-                    Err(e) => { let _ = reply.send(Err(e)); continue; }
-                },
-            };
+        while let Some(reloaded) = reloads.recv().await {
             report(&reloaded.loaded);
-            last_loaded = reloaded.loaded.clone();
-            let outcome = http::ReloadOutcome::of(&reloaded);
             let diff = reloaded.diff;
             info!(added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed, "Config reloaded.");
-            retention_tx.send_replace(retention::Policy::new(&reloaded.loaded.settings, reloaded.loaded.jobs.values()));
-            jobs_tx.send_replace(Arc::new(reloaded.loaded.jobs.clone()));
-            access.update(&reloaded.loaded.settings);
-            if scheduler.reload(reloaded.loaded.jobs.clone()).await.is_err() {
+            let loaded = reloaded.loaded;
+            retention_tx.send_replace(retention::Policy::new(&loaded.settings, loaded.jobs.values()));
+            jobs_tx.send_replace(Arc::new(loaded.jobs.clone()));
+            access.update(&loaded.settings);
+            if scheduler.reload(loaded.jobs).await.is_err() {
                 return;
             }
-            maintenance.set_file(reloaded.loaded.maintenance.clone()).await;
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(outcome));
-            }
+            maintenance.set_file(loaded.maintenance).await;
             let names = |v: &[config::JobName]| rmpv::Value::Array(v.iter().map(|n| rmpv::Value::from(n.as_str())).collect());
             let data = rmpv::Value::Map(vec![
                 ("added".into(), names(&diff.added)),

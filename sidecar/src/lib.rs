@@ -13,6 +13,7 @@ pub mod http;
 pub mod joblog;
 pub mod maintenance;
 pub mod metrics;
+pub mod pillar;
 pub mod retention;
 pub mod runs;
 pub mod salt;

@@ -66,6 +66,7 @@ raw_struct!(
         history_days, max_runs,
         default_dispatch, default_lead_time,
         api_tokens, api_cors_origins,
+        pillar, pillar_minion, pillar_refresh,
     }
 );
 

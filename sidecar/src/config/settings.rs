@@ -46,6 +46,12 @@ pub struct Settings {
     pub api_tokens: Vec<ApiToken>,
     /// Origins allowed to call the API from a browser (`api_cors_origins`); empty = CORS off.
     pub api_cors_origins: Vec<String>,
+    /// Read jobs and maintenance from pillar `saltpeter:jobs` / `saltpeter:maintenance`.
+    pub pillar: bool,
+    /// The minion id whose pillar holds the jobs; `None` = the master's own id.
+    pub pillar_minion: Option<String>,
+    /// How often the pillar is read again without an event.
+    pub pillar_refresh: std::time::Duration,
 }
 
 /// What a token may do; each role may do what the ones before it may.
@@ -106,6 +112,9 @@ impl Default for Settings {
             default_lead_time: std::time::Duration::from_secs(2),
             api_tokens: Vec::new(),
             api_cors_origins: Vec::new(),
+            pillar: true,
+            pillar_minion: None,
+            pillar_refresh: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -232,6 +241,21 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
                 Vec::new()
             }
         };
+    }
+    if let Some(b) = v.boolean(&raw.pillar, "pillar") {
+        s.pillar = b;
+    }
+    if let Some(id) = v.string_opt(&raw.pillar_minion, "pillar_minion") {
+        s.pillar_minion = Some(id).filter(|id| !id.is_empty());
+    }
+    if let Some(value) = raw.pillar_refresh.as_ref().filter(|x| !x.is_null())
+        && let Some(every) = v.seconds(value, "pillar_refresh")
+    {
+        if every < std::time::Duration::from_secs(1) {
+            v.err("pillar_refresh", "must be at least 1 second");
+        } else {
+            s.pillar_refresh = every;
+        }
     }
     match &raw.timezone {
         None | Some(Value::Null) => {}

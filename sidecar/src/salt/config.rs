@@ -50,6 +50,9 @@ pub struct MasterConfig {
     /// The key file local clients authenticate with (`<cachedir>/.<user>_key`).
     pub key_file: PathBuf,
     pub nodegroups: BTreeMap<String, Nodegroup>,
+    /// The master's own minion id (`id:`), if the config sets it; Salt's default is the host's
+    /// name with `_master` appended.
+    pub id: Option<String>,
 }
 
 /// Reading the master config failed.
@@ -167,6 +170,7 @@ impl MasterConfig {
             user,
             key_file,
             nodegroups,
+            id: string(opts, "id").filter(|id| !id.is_empty()),
         })
     }
 

@@ -14,8 +14,9 @@ const NODEGROUPS: &str = "nodegroups:\n  web: 'G@role:web'\n";
 /// A pillar of its own saltenv, so that a test's own `pillar_roots` (with their own `top.sls`)
 /// do not hide it: `lab: {id, role}` on every minion.
 const LAB_PILLAR_TOP: &str = "saltlab:\n  '*':\n    - lab\n";
-const LAB_PILLAR_SLS: &str =
-    "lab:\n  id: {{ grains['id'] }}\n  role: {{ grains.get('role', '') }}\n";
+/// `opts['id']`, not `grains['id']`: the pillar of an id that is no minion (the sidecar reads the
+/// master's) has no grains, and must render too.
+const LAB_PILLAR_SLS: &str = "lab:\n  id: {{ opts['id'] }}\n  role: {{ grains.get('role', '') }}\n";
 
 /// What to start. `LabConfig::default()` is the shared lab: 3 minions, `role: web` on the odd
 /// ones and `role: db` on the even ones, nodegroup `web`, pillar `lab`.

@@ -4,7 +4,10 @@
 
 mod cron_differential;
 mod dispatch;
+mod formula;
 mod lab_smoke;
+mod pillar;
+mod reactor;
 mod runs;
 mod salt_client;
 mod ui;
