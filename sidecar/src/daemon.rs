@@ -111,6 +111,37 @@ async fn file_reloads_with_api(
     }
 }
 
+/// SIGHUP reloads the configuration, as the API's reload does, and logs what it changed.
+async fn reload_on_sighup(reload: mpsc::Sender<http::ReloadRequest>, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("Cannot listen for SIGHUP; reload with the API or by editing the files.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        info!("SIGHUP: reloading the configuration.");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if reload.send(reply).await.is_err() {
+            return;
+        }
+        match answer.await {
+            Ok(Ok(outcome)) => info!(
+                added = ?outcome.diff.added,
+                removed = ?outcome.diff.removed,
+                changed = ?outcome.diff.changed,
+                errors = outcome.errors.len(),
+                "SIGHUP reload done."
+            ),
+            Ok(Err(e)) => warn!(error = e, "SIGHUP reload failed; the jobs stay as they were."),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let loaded = config::load_dir(&options.config_dir, Utc::now())
@@ -224,6 +255,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(merged.jobs.clone()));
     let access = http::Access::new(&merged.settings);
     let (api_reload_tx, api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
+    tasks.spawn(reload_on_sighup(api_reload_tx.clone(), cancel.child_token()));
     if let Some(listener) = api_listener {
         let state = http::State {
             runs: runs.clone(),

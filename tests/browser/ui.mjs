@@ -63,8 +63,11 @@ try {
     if (!next.startsWith('in ')) throw new Error(`countdown shows ${next}`);
     // The search filters.
     await page.getByLabel('Search jobs').fill('storage');
-    await page.locator('table.jobs tbody tr').first().waitFor();
-    if (await page.locator('table.jobs tbody tr[data-job]').count() !== 1) throw new Error('search did not filter');
+    // The filter applies as one types: wait for it rather than read the table at once.
+    await page.waitForFunction(
+      () => document.querySelectorAll('table.jobs tbody tr[data-job]').length === 1,
+      null, { timeout: 10000 },
+    ).catch(() => { throw new Error('search did not filter'); });
     await page.getByLabel('Search jobs').fill('');
     await page.locator('tr[data-job="long"]').waitFor();
   });

@@ -3,6 +3,7 @@
 //! tests that stop the master or a minion start their own with `Lab::start`.
 
 mod cron_differential;
+mod daemon;
 mod dispatch;
 mod formula;
 mod lab_smoke;

@@ -282,8 +282,11 @@ fn run_now_starts_a_job_outside_its_schedule() {
         "{run:#?}"
     );
     let unknown = sidecar.cli(&["run", "nosuchjob", "--now"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(
-        String::from_utf8_lossy(&unknown.stderr).contains("no job named nosuchjob"),
+        !unknown.status.success()
+            && stderr.contains("no job named")
+            && stderr.contains("nosuchjob"),
         "{unknown:?}"
     );
 }

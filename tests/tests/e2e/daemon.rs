@@ -1,0 +1,22 @@
+//! The daemon's own behaviour: signals.
+
+use std::time::Duration;
+
+use saltpeter_tests::{Lab, Sidecar, wait_until};
+
+#[test]
+fn sighup_reloads_the_config_and_the_daemon_keeps_running() {
+    let lab = Lab::shared();
+    let mut sidecar = Sidecar::start(
+        lab,
+        "first:\n  sec: 0\n  min: 0\n  hour: 0\n  dom: 1\n  mon: 1\n  dow: '*'\n  targets: '*'\n  command: 'true'\n",
+    );
+    sidecar.signal("HUP");
+    let log = wait_until("the SIGHUP reload", Duration::from_secs(30), || {
+        let log = sidecar.log();
+        log.contains("SIGHUP reload done").then_some(log)
+    });
+    assert!(log.contains("SIGHUP: reloading the configuration"), "{log}");
+    // SIGHUP's default action would have ended the process.
+    assert!(sidecar.is_running(), "the daemon exited on SIGHUP:\n{log}");
+}
