@@ -7,5 +7,6 @@ mod formula;
 mod lab_smoke;
 mod pillar;
 mod reactor;
+mod runner;
 mod runs;
 mod salt_client;
