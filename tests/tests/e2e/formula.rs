@@ -47,18 +47,20 @@ fn sha256(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-/// `state.apply <sls>` on minion-1 with `pillar` (JSON); the per-state results, and whether
-/// the command succeeded.
+/// `state.apply <sls>` with `pillar` (JSON): the agent's on minion-1, the sidecar's on minion-3
+/// (Salt refuses two state runs at once on one minion); the per-state results, and whether the
+/// command succeeded.
 fn apply(sls: &str, pillar: &Value, extra: &[&str]) -> (Vec<Value>, bool, String) {
     let lab = &salt_native_lab().lab;
+    let minion = if sls == "saltpeter.sidecar" { "minion-3" } else { "minion-1" };
     let pillar = format!("pillar={pillar}");
-    let mut args = vec!["minion-1", "state.apply", sls, pillar.as_str()];
+    let mut args = vec![minion, "state.apply", sls, pillar.as_str()];
     args.extend(extra);
     args.extend(["--out", "json", "--static"]);
     let out = lab.salt(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let states = match &parsed["minion-1"] {
+    let states = match &parsed[minion] {
         Value::Object(states) => states.values().cloned().collect(),
         _ => Vec::new(),
     };

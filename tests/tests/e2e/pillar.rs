@@ -145,3 +145,17 @@ fn a_minion_in_maintenance_by_its_pillar_is_skipped_by_pillar_jobs() {
     assert_ne!(by_minion[0].1, "maintenance", "{run:#?}");
     assert_eq!(run.results[0].retcode, Some(0), "{run:#?}");
 }
+
+#[test]
+fn the_pillar_is_read_again_every_pillar_refresh_without_an_event() {
+    let lab = salt_native_lab();
+    lab.write_pillar("c", "saltpeter:\n  jobs: {}\n");
+    let settings = "saltpeter_config:\n  pillar_minion: sidecar-c\n  pillar_refresh: 2\n";
+    let sidecar = Sidecar::start(&lab.lab, settings);
+    let pillar = String::from("saltpeter:\n  jobs:\n")
+        + &job("periodic", "    ", "targets: minion-1\ncommand: echo periodic");
+    lab.write_pillar("c", &pillar);
+    let run = sidecar.wait_for_run("periodic", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    assert_eq!(sidecar.log().matches("Saltpeter is running").count(), 1);
+}
