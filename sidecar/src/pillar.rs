@@ -120,8 +120,8 @@ impl Pillar {
             let mut every = self.files.settings.pillar_refresh;
             let mut tick = Instant::now() + every;
             // Nothing read yet (the master did not answer at start): try again soon.
-            let mut pending = (self.files.settings.pillar && self.read.is_none())
-                .then(|| Instant::now() + RETRY);
+            let mut pending =
+                (self.files.settings.pillar && self.read.is_none()).then(|| Instant::now() + RETRY);
             loop {
                 let due = pending.unwrap_or(tick);
                 tokio::select! {
@@ -139,8 +139,18 @@ impl Pillar {
                     }
                     item = events.recv() => {
                         let Some(item) = item else { return };
-                        if let BusItem::Event(e) = item && triggers(&e) && self.files.settings.pillar {
-                            debug!(tag = %e.tag, "Pillar refresh requested.");
+                        let wanted = match &item {
+                            BusItem::Event(e) => triggers(e),
+                            // Events may have been missed while the bus was down.
+                            BusItem::Reconnected => true,
+                            BusItem::Lagged(_) | BusItem::Disconnected => false,
+                        };
+                        if wanted && self.files.settings.pillar {
+                            let cause = match &item {
+                                BusItem::Event(e) => e.tag.clone(),
+                                _ => "the event bus reconnected".to_owned(),
+                            };
+                            debug!(cause, "Pillar refresh requested.");
                             pending = Some(Instant::now() + DEBOUNCE);
                         }
                         continue;

@@ -188,6 +188,38 @@ fn the_sidecar_state_renders_config_and_a_hardened_unit_that_systemd_verifies() 
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{unit}");
     }
+    // With the service managed, it is restarted when the binary, the settings, a job file or the
+    // unit changes (what Salt would do; this lab has no systemd to run it).
+    let mut managed = pillar.clone();
+    managed["saltpeter"]["sidecar"]["service"]["manage"] = json!(true);
+    let shown = salt_native_lab().lab.salt(&[
+        "minion-3",
+        "state.show_sls",
+        "saltpeter.sidecar",
+        &format!("pillar={managed}"),
+        "--out",
+        "json",
+        "--static",
+    ]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let service = &shown["minion-3"]["saltpeter-sidecar-service"]["service"];
+    let watched: Vec<String> = service
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|arg| arg.get("watch"))
+        .flat_map(|w| w.as_array().cloned().unwrap_or_default())
+        .map(|w| w.to_string())
+        .collect();
+    for id in [
+        "saltpeter-sidecar-binary",
+        "saltpeter-sidecar-settings",
+        "saltpeter-sidecar-unit",
+        "saltpeter-sidecar-jobs-web",
+    ] {
+        assert!(watched.iter().any(|w| w.contains(id)), "{id} not watched: {service}");
+    }
+
     let verify = Command::new("systemd-analyze").arg("verify").arg(&unit_path).output().unwrap();
     let said = String::from_utf8_lossy(&verify.stderr).into_owned();
     assert!(verify.status.success(), "systemd-analyze verify: {said}");
