@@ -128,7 +128,11 @@ impl Pillar {
                     () = cancel.cancelled() => return,
                     reload = file_reloads.recv() => {
                         let Some(reload) = reload else { return };
+                        let minion_before = self.minion();
                         self.files = reload.loaded;
+                        if self.files.settings.pillar && self.minion() != minion_before {
+                            pending = Some(Instant::now());
+                        }
                         if self.files.settings.pillar_refresh != every {
                             every = self.files.settings.pillar_refresh;
                             tick = Instant::now() + every;
