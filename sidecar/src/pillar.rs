@@ -28,6 +28,10 @@ use crate::salt::{BusItem, EventKind, MasterConfig, SaltClient, to_json};
 const RUNNER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Quiet time after a trigger: a fleet's `refresh_pillar` returns arrive together.
 const DEBOUNCE: Duration = Duration::from_millis(500);
+/// How long the start waits for the first read (a slow master must not hold the file jobs).
+const STARTUP_WAIT: Duration = Duration::from_secs(15);
+/// When a read failed and nothing was read yet, the next try.
+const RETRY: Duration = Duration::from_secs(5);
 /// The function whose returns mean "the minions' pillar changed".
 const REFRESH_FUN: &str = "saltutil.refresh_pillar";
 
@@ -46,8 +50,10 @@ impl Pillar {
         let master_id = master.id.clone().unwrap_or_else(|| format!("{}_master", host_name()));
         let mut pillar =
             Pillar { master_id, files: files.clone(), read: None, current: files.clone() };
-        if files.settings.pillar {
-            pillar.refresh(salt).await;
+        if files.settings.pillar
+            && tokio::time::timeout(STARTUP_WAIT, pillar.refresh(salt)).await.is_err()
+        {
+            warn!(waited = ?STARTUP_WAIT, "The pillar was not read in time; starting with the file jobs, the pillar's come when it answers.");
         }
         pillar.current = pillar.merge();
         for d in pillar.current.report.errors.iter().filter(|d| is_pillar(d)) {
@@ -113,14 +119,20 @@ impl Pillar {
         tasks.spawn(async move {
             let mut every = self.files.settings.pillar_refresh;
             let mut tick = Instant::now() + every;
-            let mut pending: Option<Instant> = None;
+            // Nothing read yet (the master did not answer at start): try again soon.
+            let mut pending =
+                (self.files.settings.pillar && self.read.is_none()).then(|| Instant::now() + RETRY);
             loop {
                 let due = pending.unwrap_or(tick);
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     reload = file_reloads.recv() => {
                         let Some(reload) = reload else { return };
+                        let minion_before = self.minion();
                         self.files = reload.loaded;
+                        if self.files.settings.pillar && self.minion() != minion_before {
+                            pending = Some(Instant::now());
+                        }
                         if self.files.settings.pillar_refresh != every {
                             every = self.files.settings.pillar_refresh;
                             tick = Instant::now() + every;
@@ -131,8 +143,18 @@ impl Pillar {
                     }
                     item = events.recv() => {
                         let Some(item) = item else { return };
-                        if let BusItem::Event(e) = item && triggers(&e) && self.files.settings.pillar {
-                            debug!(tag = %e.tag, "Pillar refresh requested.");
+                        let wanted = match &item {
+                            BusItem::Event(e) => triggers(e),
+                            // Events may have been missed while the bus was down.
+                            BusItem::Reconnected => true,
+                            BusItem::Lagged(_) | BusItem::Disconnected => false,
+                        };
+                        if wanted && self.files.settings.pillar {
+                            let cause = match &item {
+                                BusItem::Event(e) => e.tag.clone(),
+                                _ => "the event bus reconnected".to_owned(),
+                            };
+                            debug!(cause, "Pillar refresh requested.");
                             pending = Some(Instant::now() + DEBOUNCE);
                         }
                         continue;
@@ -144,6 +166,9 @@ impl Pillar {
                             continue;
                         }
                         self.refresh(&salt).await;
+                        if self.read.is_none() {
+                            pending = Some(Instant::now() + RETRY);
+                        }
                     }
                 }
                 let merged = self.merge();

@@ -47,18 +47,20 @@ fn sha256(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-/// `state.apply <sls>` on minion-1 with `pillar` (JSON); the per-state results, and whether
-/// the command succeeded.
+/// `state.apply <sls>` with `pillar` (JSON): the agent's on minion-1, the sidecar's on minion-3
+/// (Salt refuses two state runs at once on one minion); the per-state results, and whether the
+/// command succeeded.
 fn apply(sls: &str, pillar: &Value, extra: &[&str]) -> (Vec<Value>, bool, String) {
     let lab = &salt_native_lab().lab;
+    let minion = if sls == "saltpeter.sidecar" { "minion-3" } else { "minion-1" };
     let pillar = format!("pillar={pillar}");
-    let mut args = vec!["minion-1", "state.apply", sls, pillar.as_str()];
+    let mut args = vec![minion, "state.apply", sls, pillar.as_str()];
     args.extend(extra);
     args.extend(["--out", "json", "--static"]);
     let out = lab.salt(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let states = match &parsed["minion-1"] {
+    let states = match &parsed[minion] {
         Value::Object(states) => states.values().cloned().collect(),
         _ => Vec::new(),
     };
@@ -186,6 +188,38 @@ fn the_sidecar_state_renders_config_and_a_hardened_unit_that_systemd_verifies() 
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "no {line:?} in:\n{unit}");
     }
+    // With the service managed, it is restarted when the binary, the settings, a job file or the
+    // unit changes (what Salt would do; this lab has no systemd to run it).
+    let mut managed = pillar.clone();
+    managed["saltpeter"]["sidecar"]["service"]["manage"] = json!(true);
+    let shown = salt_native_lab().lab.salt(&[
+        "minion-3",
+        "state.show_sls",
+        "saltpeter.sidecar",
+        &format!("pillar={managed}"),
+        "--out",
+        "json",
+        "--static",
+    ]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let service = &shown["minion-3"]["saltpeter-sidecar-service"]["service"];
+    let watched: Vec<String> = service
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|arg| arg.get("watch"))
+        .flat_map(|w| w.as_array().cloned().unwrap_or_default())
+        .map(|w| w.to_string())
+        .collect();
+    for id in [
+        "saltpeter-sidecar-binary",
+        "saltpeter-sidecar-settings",
+        "saltpeter-sidecar-unit",
+        "saltpeter-sidecar-jobs-web",
+    ] {
+        assert!(watched.iter().any(|w| w.contains(id)), "{id} not watched: {service}");
+    }
+
     let verify = Command::new("systemd-analyze").arg("verify").arg(&unit_path).output().unwrap();
     let said = String::from_utf8_lossy(&verify.stderr).into_owned();
     assert!(verify.status.success(), "systemd-analyze verify: {said}");

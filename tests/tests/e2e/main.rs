@@ -9,6 +9,7 @@ mod formula;
 mod lab_smoke;
 mod pillar;
 mod reactor;
+mod runner;
 mod runs;
 mod salt_client;
 mod ui;

@@ -79,6 +79,11 @@ fn job(name: &str, indent: &str, body: &str) -> String {
     yaml
 }
 
+/// The finished runs of `job` that ran (not skipped for overlap).
+fn ran(sidecar: &Sidecar, job: &str) -> Vec<saltpeter_tests::RunRecord> {
+    sidecar.finished_runs(job).into_iter().filter(|r| r.status != "skipped").collect()
+}
+
 /// Settings for a test's sidecar: its pillar id, and no periodic read (events only).
 fn settings(name: &str) -> String {
     format!("saltpeter_config:\n  pillar_minion: sidecar-{name}\n  pillar_refresh: 3600\n")
@@ -116,14 +121,27 @@ fn a_job_added_to_pillar_runs_after_the_refresh_event_without_a_restart() {
     });
     assert!(error.contains("pillar:sidecar-a: job `from-file`"), "{error}");
     assert!(error.contains(&sidecar.config_dir.join("jobs.yaml").display().to_string()), "{error}");
-    let seen = sidecar.finished_runs("from-file").len();
+    let seen = ran(&sidecar, "from-file").len();
     let run = sidecar.wait_for_run("from-file", LIMIT, |r| r.status != "skipped").instance.clone();
     let later = wait_until("a later run of from-file", LIMIT, || {
-        let runs = sidecar.finished_runs("from-file");
+        let runs = ran(&sidecar, "from-file");
         (runs.len() > seen + 1).then(|| runs.last().cloned()).flatten()
     });
     assert_ne!(later.instance, run);
     assert!(later.results[0].output.contains("file-job"), "{later:#?}");
+
+    // A pillar Salt cannot render: the error is logged, the pillar job runs on.
+    lab.write_pillar("a", "saltpeter:\n  jobs: [unclosed\n");
+    let out = lab.lab.salt_run(&["event.send", "saltpeter/reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the render error to be reported", LIMIT, || {
+        sidecar.log().contains("pillar:sidecar-a: Salt could not render the pillar").then_some(())
+    });
+    let seen = ran(&sidecar, "from-pillar").len();
+    wait_until("from-pillar to run on", LIMIT, || {
+        (ran(&sidecar, "from-pillar").len() > seen + 1).then_some(())
+    });
+    assert!(!sidecar.log().contains("removed=[JobName(\"from-pillar\")]"), "{}", sidecar.log());
 }
 
 #[test]
@@ -144,4 +162,18 @@ fn a_minion_in_maintenance_by_its_pillar_is_skipped_by_pillar_jobs() {
     assert_eq!(by_minion[2], ("minion-3", "maintenance"), "{run:#?}");
     assert_ne!(by_minion[0].1, "maintenance", "{run:#?}");
     assert_eq!(run.results[0].retcode, Some(0), "{run:#?}");
+}
+
+#[test]
+fn the_pillar_is_read_again_every_pillar_refresh_without_an_event() {
+    let lab = salt_native_lab();
+    lab.write_pillar("c", "saltpeter:\n  jobs: {}\n");
+    let settings = "saltpeter_config:\n  pillar_minion: sidecar-c\n  pillar_refresh: 2\n";
+    let sidecar = Sidecar::start(&lab.lab, settings);
+    let pillar = String::from("saltpeter:\n  jobs:\n")
+        + &job("periodic", "    ", "targets: minion-1\ncommand: echo periodic");
+    lab.write_pillar("c", &pillar);
+    let run = sidecar.wait_for_run("periodic", LIMIT, |r| r.status != "skipped");
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    assert_eq!(sidecar.log().matches("Saltpeter is running").count(), 1);
 }
