@@ -82,9 +82,7 @@ fn run_status_and_history_work_against_a_live_sidecar() {
     assert!(answer["error"].as_str().is_some_and(|e| e.contains("HTTP 404")), "{answer}");
 }
 
-/// Needs the API routes of jobs, kill and maintenance (branch `ops`); un-ignore once merged.
 #[test]
-#[ignore = "needs /api/v1/jobs, /kill and /maintenance from the ops branch"]
 fn jobs_kill_and_maintenance_work_against_a_live_sidecar() {
     let _sidecar = sidecar_for_the_runner();
     let (ok, answer) = runner("jobs", &[]);
