@@ -193,6 +193,10 @@ pub fn spawn(
     handle
 }
 
+/// How long before its publish instant a pre-armed slot starts resolving its target (a
+/// `test.ping` shared by the runs of the instant takes a few hundred milliseconds).
+pub(crate) const RESOLVE_AHEAD: Duration = Duration::from_secs(1);
+
 /// The scheduler's clock for this engine: ahead of the wall clock by the longest lead time of
 /// `jobs` (at most a minute), so that slots reach the engine early enough to be pre-armed;
 /// the engine holds each until its own publish instant.
@@ -206,7 +210,8 @@ pub fn scheduler_clock(
         .chain([settings.default_lead_time])
         .max()
         .unwrap_or_default()
-        .min(Duration::from_secs(60));
+        .min(Duration::from_secs(60))
+        + RESOLVE_AHEAD;
     Arc::new(LeadClock { ahead: chrono::Duration::from_std(ahead).unwrap_or_default() })
 }
 

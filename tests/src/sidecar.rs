@@ -116,6 +116,11 @@ impl Sidecar {
         self.wait_running(starts);
     }
 
+    /// The daemon's process id (for its CPU and memory in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port agents connect to.
     pub fn port(&self) -> u16 {
         self.port

@@ -61,6 +61,13 @@ pub(super) enum Command {
         answered: Vec<String>,
         silent: Vec<String>,
     },
+    /// `use_wrapper: false`: Salt returned the command itself on a minion.
+    Returned {
+        instance: String,
+        minion: String,
+        retcode: i32,
+        output: String,
+    },
     /// Salt reported something about one minion (its launch, a kill through Salt).
     Minion {
         instance: String,
@@ -288,6 +295,8 @@ impl Engine {
                     super::lead_of(&due.job, &self.deps.settings)
                 }
             };
+            // A pre-armed slot starts resolving its target a little before its publish instant.
+            let lead = if lead.is_zero() { lead } else { lead + super::RESOLVE_AHEAD };
             let publish_at = due.scheduled - chrono::Duration::from_std(lead).unwrap_or_default();
             if publish_at > now + chrono::Duration::milliseconds(20) {
                 self.held.push((publish_at, due));
@@ -430,6 +439,13 @@ impl Engine {
                 for instance in instances {
                     self.on_pinged(&instance, answered.clone(), silent.clone(), now).await;
                 }
+            }
+            Command::Returned { instance, minion, retcode, output } => {
+                if let Some(active) = self.runs.get_mut(&instance) {
+                    active.recorder.legacy_output(&minion, output.as_bytes()).await;
+                }
+                let input = Input::AgentCompleted { retcode };
+                self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
             }
             Command::Minion { instance, minion, input } => {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
@@ -695,7 +711,7 @@ impl Engine {
                 {
                     let scheduled = active
                         .armed_at
-                        .filter(|at| *at > Utc::now() + chrono::Duration::milliseconds(100));
+                        .filter(|at| *at > Utc::now() + chrono::Duration::milliseconds(20));
                     self.pending.push(coalesce::Pending {
                         instance: instance.to_owned(),
                         job: Arc::clone(&active.job),
@@ -718,7 +734,8 @@ impl Engine {
                         active.recorder.minion_launched(&minion, token.as_str()).await;
                         launches.push((minion, token));
                     }
-                    dispatch::launch(
+                    let launch = if path == "legacy" { dispatch::legacy } else { dispatch::launch };
+                    launch(
                         &self.tasks,
                         Arc::clone(&self.deps),
                         &active.job,
@@ -786,7 +803,12 @@ async fn start_run(active: &mut Active, targets: Vec<String>, now: Instant) -> V
         batch_size: job.batch_size.map_or(0, |b| amount(b, n).max(1)),
         max_failures: job.max_failures.map(|t| amount(t, n).max(1)),
         batch_wait: job.batch_wait,
-        limits: Limits { timeout: job.timeout, ..active.recorder.limits() },
+        // `use_wrapper: false`: Salt runs the command and its own task enforces the timeout
+        // (`saltutil.kill_job`); there is no agent to heartbeat or to kill.
+        limits: Limits {
+            timeout: if job.use_wrapper { job.timeout } else { None },
+            ..active.recorder.limits()
+        },
     };
     active.recorder.running(&targets).await;
     let (run, effects) = Run::start(plan, targets, now);
