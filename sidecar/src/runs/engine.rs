@@ -426,7 +426,10 @@ impl Engine {
             Command::Kill { instance, minion, reply } => {
                 let _ = reply.send(self.on_kill(&instance, minion.as_deref(), now).await);
             }
-            Command::Maintenance(m) => self.maintenance = m,
+            Command::Maintenance(m) => {
+                self.maintenance = m;
+                self.cancel_armed_in_maintenance(now).await;
+            }
             Command::Active { reply } => {
                 let _ = reply.send(self.runs.keys().cloned().collect());
             }
@@ -620,6 +623,35 @@ impl Engine {
             .collect();
         for instance in due {
             self.apply(&instance, |run| run.on_tick(now), now).await;
+        }
+    }
+
+    /// A maintenance change during the lead window cancels the armed runs it covers (every
+    /// one for global maintenance): they have not started, so they are stopped as a kill would
+    /// (recorded `cancelled`).
+    async fn cancel_armed_in_maintenance(&mut self, now: Instant) {
+        let wall = Utc::now();
+        let mut covered = Vec::new();
+        for (instance, active) in &self.runs {
+            let (Some(at), Stage::Running(run)) = (active.armed_at, &active.stage) else {
+                continue;
+            };
+            if at <= wall {
+                continue;
+            }
+            for minion in run.active() {
+                if self.maintenance.global || self.maintenance.machines.iter().any(|m| m == minion)
+                {
+                    covered.push((instance.clone(), minion.to_owned()));
+                }
+            }
+        }
+        for (instance, minion) in covered {
+            info!(
+                instance,
+                minion, "Maintenance during the lead window: the armed run is cancelled."
+            );
+            self.apply(&instance, |run| run.on_minion(&minion, Input::Kill, now), now).await;
         }
     }
 
