@@ -81,6 +81,8 @@ pub(super) struct Pending {
     pub scheduled: Option<DateTime<Utc>>,
     /// What the store records as the minions' path (`coalesced`, `pre-armed`, `fallback`).
     pub path: &'static str,
+    /// When to publish: the instant minus the lead time (now, for a late or fallback launch).
+    pub publish_at: DateTime<Utc>,
 }
 
 /// One publish to make: its id and token, and what each minion runs.
@@ -273,6 +275,7 @@ mod tests {
             minions: minions.iter().map(|m| (*m).to_owned()).collect(),
             scheduled: None,
             path: "coalesced",
+            publish_at: Utc::now(),
         }
     }
 

@@ -278,6 +278,7 @@ impl Engine {
             Stage::Resolving { .. } => None,
         });
         let held = self.held.iter().map(|(at, _)| *at);
+        let held = held.chain(self.pending.iter().map(|p| p.publish_at));
         let armed = self.armed.iter().map(|a| a.at);
         let wall = held.chain(armed).min().map(instant_of);
         runs.chain(wall).min()
@@ -289,14 +290,17 @@ impl Engine {
         let now = Utc::now();
         let mut ready = Vec::new();
         for due in batch {
+            // A coalesced slot starts resolving its target a little before its publish instant
+            // (its lead time before the instant; at the instant with no lead time).
             let lead = match due.trigger {
                 Trigger::Manual => std::time::Duration::ZERO,
-                Trigger::Schedule | Trigger::CatchUp => {
-                    super::lead_of(&due.job, &self.deps.settings)
+                Trigger::Schedule | Trigger::CatchUp
+                    if self.deps.settings.mode(&due.job) == DispatchMode::Coalesced =>
+                {
+                    super::lead_of(&due.job, &self.deps.settings) + super::RESOLVE_AHEAD
                 }
+                Trigger::Schedule | Trigger::CatchUp => std::time::Duration::ZERO,
             };
-            // A pre-armed slot starts resolving its target a little before its publish instant.
-            let lead = if lead.is_zero() { lead } else { lead + super::RESOLVE_AHEAD };
             let publish_at = due.scheduled - chrono::Duration::from_std(lead).unwrap_or_default();
             if publish_at > now + chrono::Duration::milliseconds(20) {
                 self.held.push((publish_at, due));
@@ -681,6 +685,7 @@ impl Engine {
                         minions: vec![minion.clone()],
                         scheduled: None,
                         path: "fallback",
+                        publish_at: now,
                     });
                 }
             }
@@ -692,7 +697,13 @@ impl Engine {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
+        let now = Utc::now() + chrono::Duration::milliseconds(2);
+        let (pending, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.publish_at <= now);
+        self.pending = later;
+        if pending.is_empty() {
+            return;
+        }
         for planned in coalesce::plan(pending, &self.deps.settings, &mut self.dispatches) {
             let runs = planned.runs();
             let mut count = 0;
@@ -741,15 +752,22 @@ impl Engine {
                 run::Effect::Launch(minions)
                     if self.deps.settings.mode(&active.job) == DispatchMode::Coalesced =>
                 {
-                    let scheduled = active
+                    // Published its lead time before the instant, and armed for it; without a
+                    // lead time, published at the instant.
+                    let wall = Utc::now();
+                    let lead = super::lead_of(&active.job, &self.deps.settings);
+                    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+                    let instant = active
                         .armed_at
-                        .filter(|at| *at > Utc::now() + chrono::Duration::milliseconds(20));
+                        .filter(|at| *at > wall + chrono::Duration::milliseconds(20));
+                    let scheduled = instant.filter(|_| lead > chrono::Duration::zero());
                     self.pending.push(coalesce::Pending {
                         instance: instance.to_owned(),
                         job: Arc::clone(&active.job),
                         minions,
                         scheduled,
                         path: if scheduled.is_some() { "pre-armed" } else { "coalesced" },
+                        publish_at: instant.map_or(wall, |at| at - lead),
                     });
                 }
                 run::Effect::Launch(minions) => {
