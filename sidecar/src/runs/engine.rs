@@ -103,6 +103,10 @@ struct ArmedDispatch {
 
 mod firing;
 
+/// The least time a pre-armed publish gives its agents to fetch their manifests before their
+/// minions fall back to an ordinary dispatch.
+const FALLBACK_GRACE: chrono::Duration = chrono::Duration::seconds(2);
+
 pub(super) struct Engine {
     deps: Arc<Deps>,
     tasks: TaskTracker,

@@ -356,11 +356,13 @@ fn the_original_wrapper_and_use_wrapper_false_run_beside_coalesced_jobs_in_the_s
             &format!("targets: '*'\ncommand: 'echo coalesced {i}'"),
         ));
     }
+    // allow_overlap: the original wrapper's lock file is per host, and the lab's minions share
+    // one host.
     jobs.push_str(&once(
         "mixed-python",
         at,
         &format!(
-            "targets: '*'\nwrapper_path: {}\ncommand: 'echo python wrapper; exit 2'",
+            "targets: '*'\nwrapper_path: {}\nallow_overlap: true\ncommand: 'echo python wrapper; exit 2'",
             shim.display()
         ),
     ));

@@ -216,6 +216,10 @@ impl Engine {
                 }
             }
             if let Some(at) = planned.scheduled {
+                // A publish squeezed late into its lead window (a slow target resolution) gets
+                // at least the time an agent needs to start before its minions fall back: a
+                // second publish then would only come later than the first.
+                let at = at.max(Utc::now() + super::FALLBACK_GRACE);
                 let minions = runs.keys().cloned().collect();
                 self.armed.push(ArmedDispatch { at, id: planned.id.clone(), minions });
             }
