@@ -51,9 +51,11 @@ fn summary(samples: &mut [f64]) -> String {
         return "no samples".to_owned();
     }
     samples.sort_by(f64::total_cmp);
+    // Nearest rank: the sample below which a share `q` of them lie.
     let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[i.min(samples.len() - 1)] * 1000.0
+        let n = samples.len();
+        let rank = (1..=n).find(|r| *r as f64 >= q * n as f64).unwrap_or(n);
+        samples[rank.saturating_sub(1)] * 1000.0
     };
     format!(
         "n={} p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, min {:.0} ms",
