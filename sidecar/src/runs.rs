@@ -158,6 +158,13 @@ impl RunsHandle {
         let _ = self.tx.send(engine::Command::Maintenance(maintenance)).await;
     }
 
+    /// Jobs removed by a reload: their armed runs that have not started yet are cancelled.
+    pub async fn jobs_removed(&self, jobs: Vec<String>) {
+        if !jobs.is_empty() {
+            let _ = self.tx.send(engine::Command::JobsRemoved(jobs)).await;
+        }
+    }
+
     /// The instances of runs in flight.
     pub async fn active(&self) -> Vec<String> {
         let (reply, rx) = oneshot::channel();

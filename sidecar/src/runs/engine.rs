@@ -47,6 +47,8 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<(), KillError>>,
     },
     Maintenance(Maintenance),
+    /// Jobs removed by a reload.
+    JobsRemoved(Vec<String>),
     Active {
         reply: oneshot::Sender<Vec<String>>,
     },
@@ -324,6 +326,7 @@ impl Engine {
             Command::Kill { instance, minion, reply } => {
                 let _ = reply.send(self.on_kill(&instance, minion.as_deref(), now).await);
             }
+            Command::JobsRemoved(jobs) => self.cancel_removed(&jobs, now).await,
             Command::Maintenance(m) => {
                 self.maintenance = m;
                 self.cancel_armed_in_maintenance(now).await;

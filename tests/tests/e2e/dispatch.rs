@@ -398,3 +398,32 @@ fn the_original_wrapper_and_use_wrapper_false_run_beside_coalesced_jobs_in_the_s
     let slow = expect("mixed-legacy-slow", 124, "timed out", "legacy");
     assert_eq!(slow.results.len(), 1);
 }
+
+#[test]
+fn removing_a_job_during_the_lead_window_cancels_its_armed_run() {
+    let lab = Lab::shared();
+    build_binaries();
+    let marker = format!("/tmp/sp-removed-{}", std::process::id());
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "removeme",
+        at,
+        &format!("targets: minion-2\nlead_time: 25\ncommand: 'touch {marker}'"),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let armed = wait_until("the run to be armed", LIMIT, || {
+        sidecar
+            .all_runs("removeme")
+            .into_iter()
+            .find(|r| paths(&sidecar, &r.instance).iter().any(|(_, _, phase)| phase == "armed"))
+    });
+    assert!(Utc::now() < at, "armed before the instant");
+    let other =
+        once("stays", at + chrono::Duration::hours(1), "targets: minion-2\ncommand: 'true'");
+    fs_err::write(sidecar.config_dir.join("jobs.yaml"), other).expect("remove the job");
+    let run = sidecar.wait_for_run("removeme", LIMIT, |r| r.instance == armed.instance);
+    assert!(Utc::now() < at + chrono::Duration::seconds(5), "cancelled, not run and killed");
+    assert_eq!(run.results[0].retcode, Some(143), "{run:#?}");
+    assert!(run.results[0].reason.contains("cancelled"), "{run:#?}");
+    assert!(!std::path::Path::new(&marker).exists(), "the command never ran");
+}

@@ -158,6 +158,41 @@ impl Engine {
         }
     }
 
+    /// Jobs removed during the lead window: their slots not yet published are dropped, and
+    /// their armed runs that have not started are cancelled (stopped as a kill would).
+    pub(super) async fn cancel_removed(&mut self, jobs: &[String], now: Instant) {
+        let removed = |job: &Job| jobs.iter().any(|j| j == job.name.as_str());
+        self.held.retain(|(_, due)| {
+            let keep = !removed(&due.job);
+            if !keep {
+                info!(job = %due.job.name, "The job was removed before its slot was published.");
+            }
+            keep
+        });
+        let wall = Utc::now();
+        let armed: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, a)| removed(&a.job) && a.armed_at.is_some_and(|at| at > wall))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for instance in armed {
+            info!(
+                instance,
+                "The job was removed during the lead window: its armed run is cancelled."
+            );
+            let Some(active) = self.runs.get_mut(&instance) else { continue };
+            let effects = match &mut active.stage {
+                Stage::Resolving { killed, .. } => {
+                    *killed = true;
+                    continue;
+                }
+                Stage::Running(run) => run.kill(now),
+            };
+            self.handle(&instance, effects, now).await;
+        }
+    }
+
     /// At a pre-armed dispatch's instant, each minion whose agent has not fetched its manifest
     /// is dispatched the ordinary way at once (its manifest is withdrawn, so a late agent
     /// starts nothing).
