@@ -311,6 +311,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
                 return;
             }
             maintenance.set_file(loaded.maintenance).await;
+            runs.jobs_removed(diff.removed.iter().map(|j| j.as_str().to_owned()).collect()).await;
             let names = |v: &[config::JobName]| rmpv::Value::Array(v.iter().map(|n| rmpv::Value::from(n.as_str())).collect());
             let data = rmpv::Value::Map(vec![
                 ("added".into(), names(&diff.added)),

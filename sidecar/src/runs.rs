@@ -158,6 +158,13 @@ impl RunsHandle {
         let _ = self.tx.send(engine::Command::Maintenance(maintenance)).await;
     }
 
+    /// Jobs removed by a reload: their armed runs that have not started yet are cancelled.
+    pub async fn jobs_removed(&self, jobs: Vec<String>) {
+        if !jobs.is_empty() {
+            let _ = self.tx.send(engine::Command::JobsRemoved(jobs)).await;
+        }
+    }
+
     /// The instances of runs in flight.
     pub async fn active(&self) -> Vec<String> {
         let (reply, rx) = oneshot::channel();
@@ -193,6 +200,10 @@ pub fn spawn(
     handle
 }
 
+/// How long before its publish instant a pre-armed slot starts resolving its target (a
+/// `test.ping` shared by the runs of the instant takes a few hundred milliseconds).
+pub(crate) const RESOLVE_AHEAD: Duration = Duration::from_secs(1);
+
 /// The scheduler's clock for this engine: ahead of the wall clock by the longest lead time of
 /// `jobs` (at most a minute), so that slots reach the engine early enough to be pre-armed;
 /// the engine holds each until its own publish instant.
@@ -206,7 +217,8 @@ pub fn scheduler_clock(
         .chain([settings.default_lead_time])
         .max()
         .unwrap_or_default()
-        .min(Duration::from_secs(60));
+        .min(Duration::from_secs(60))
+        + RESOLVE_AHEAD;
     Arc::new(LeadClock { ahead: chrono::Duration::from_std(ahead).unwrap_or_default() })
 }
 

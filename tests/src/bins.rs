@@ -3,7 +3,7 @@
 //! it is fresh) into the target directory this test binary was built in.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -19,10 +19,13 @@ fn package_of(bin: &str) -> &str {
 /// `<target>/<profile>`: test binaries live in its `deps/`.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("a test binary under <target>/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("a binary in a directory");
+    // Test binaries live in `deps/`; this crate's own binaries (benchmarks) beside it.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("a test binary under <target>/<profile>/deps").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of the workspace binary `name` (e.g. `saltpeter`, `saltpeter-agent`), built with

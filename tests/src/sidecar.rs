@@ -140,6 +140,11 @@ impl Sidecar {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The daemon's process id (for its CPU and memory in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port agents connect to.
     pub fn port(&self) -> u16 {
         self.port

@@ -192,7 +192,7 @@ impl Registry {
     /// [`SKEW_WARNING`].
     pub fn note_skew(&self, minion: &str, hello: &saltpeter_protocol::Timestamp) {
         let skew = (hello.0 - chrono::Utc::now()).num_milliseconds();
-        if skew.unsigned_abs() > u64::try_from(SKEW_WARNING.as_millis()).unwrap_or(u64::MAX) {
+        if u128::from(skew.unsigned_abs()) > SKEW_WARNING.as_millis() {
             tracing::warn!(
                 minion,
                 skew_ms = skew,

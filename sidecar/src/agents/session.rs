@@ -61,7 +61,14 @@ pub(super) async fn serve(
         let _ = sink.close().await;
     });
     let mut stream = stream.peekable();
-    let mut session = Session { shared, tx, url_token, runs: HashMap::new(), dispatch_token: None };
+    let mut session = Session {
+        shared,
+        tx,
+        url_token,
+        runs: HashMap::new(),
+        dispatch_token: None,
+        completed: Vec::new(),
+    };
     let mut since_flush = 0u32;
     loop {
         let frame = match tokio::time::timeout(SILENCE, stream.next()).await {
@@ -107,6 +114,8 @@ struct Session {
     runs: HashMap<String, RunState>,
     /// On a coalesced dispatch's connection: its token, which every run of it carries.
     dispatch_token: Option<String>,
+    /// Results the engine recorded, acknowledged after the next commit: (instance, seq).
+    completed: Vec<(String, Option<u64>)>,
 }
 
 fn ack(ack_type: AckType, seq: Option<u64>, instance: &str) -> ServerMessage {
@@ -179,16 +188,12 @@ impl Session {
                     None => true,
                 };
                 if fresh {
-                    self.flush_acks().await;
                     let event = AgentEvent {
                         key: key_of(&c.run),
                         kind: AgentEventKind::Completed { retcode: c.retcode },
                     };
+                    // Queued behind the run's output: the next commit covers both.
                     let known = self.shared.runs.agent_result(event).await;
-                    if let Err(e) = self.shared.store.write_durable(Write::Barrier).await {
-                        warn!(error = %e, "The result could not be committed; the agent will resend it.");
-                        return true;
-                    }
                     if let Some(state) = self.runs.get_mut(c.run.job_instance.as_str())
                         && let Some(seq) = seq
                     {
@@ -205,8 +210,9 @@ impl Session {
                         return true;
                     }
                 }
-                // Duplicates are acknowledged again: the agent may have missed the first ack.
-                self.send(ack(AckType::Complete, seq, c.run.job_instance.as_str())).await;
+                // Acknowledged once committed, with the burst it came in (one commit for many
+                // results); duplicates again: the agent may have missed the first ack.
+                self.completed.push((c.run.job_instance.as_str().to_owned(), seq));
             }
             AgentMessage::Error(e) => {
                 if self.known(&e.run).await {
@@ -456,15 +462,18 @@ impl Session {
             .values_mut()
             .filter_map(|s| s.unacked.take().map(|q| (s.key.instance.clone(), q)))
             .collect();
-        if pending.is_empty() {
+        if pending.is_empty() && self.completed.is_empty() {
             return;
         }
         if let Err(e) = self.shared.store.write_durable(Write::Barrier).await {
-            warn!(error = %e, "Output could not be committed; the agent will resend it.");
+            warn!(error = %e, "Output or results could not be committed; the agent will resend them.");
             return;
         }
         for (instance, seq) in pending {
             self.send(ack(AckType::Output, Some(seq), &instance)).await;
+        }
+        for (instance, seq) in std::mem::take(&mut self.completed) {
+            self.send(ack(AckType::Complete, seq, &instance)).await;
         }
     }
 

@@ -1,7 +1,9 @@
 //! `saltpeter check`: validates the config directory, prints each job's next fire instants (in
 //! its zone and in UTC) and every warning and error; exits 1 when there is an error, 64 when the
 //! directory cannot be read or an argument is wrong. `--json` prints exactly
-//! `{"jobs":[{"name","group","timezone","next":[..]}],"errors":[{"file","job","field","message"}],"warnings":[..]}`.
+//! `{"jobs":[{"name","group","timezone","next":[..],"dispatch","lead_time"}],"errors":[{"file","job","field","message"}],"warnings":[..]}`
+//! (`dispatch`: `coalesced`, `single` or `legacy`; `lead_time`: seconds before the instant a
+//! coalesced run is published and armed, 0 when it is not pre-armed).
 #![allow(clippy::print_stdout)]
 
 use std::path::Path;
@@ -11,6 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::config::{self, Diagnostic, Loaded};
+use crate::runs::{DispatchMode, EngineSettings, lead_of};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +44,8 @@ struct JobOut {
     group: String,
     timezone: String,
     next: Vec<String>,
+    dispatch: &'static str,
+    lead_time: f64,
 }
 
 #[derive(Serialize)]
@@ -100,6 +105,12 @@ pub fn run(dir: &Path, args: &Args) -> ExitCode {
 }
 
 fn build(loaded: &Loaded, from: DateTime<Utc>, args: &Args) -> Output {
+    let engine = EngineSettings {
+        default_wrapper_path: loaded.settings.default_wrapper_path.clone(),
+        default_dispatch: loaded.settings.default_dispatch,
+        default_lead_time: loaded.settings.default_lead_time,
+        ..EngineSettings::default()
+    };
     let jobs = loaded
         .jobs
         .values()
@@ -112,6 +123,12 @@ fn build(loaded: &Loaded, from: DateTime<Utc>, args: &Args) -> Output {
                 .iter()
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
                 .collect(),
+            dispatch: match engine.mode(j) {
+                DispatchMode::Coalesced => "coalesced",
+                DispatchMode::Single => "single",
+                DispatchMode::Legacy => "legacy",
+            },
+            lead_time: lead_of(j, &engine).as_secs_f64(),
         })
         .collect();
     let wanted = |d: &&Diagnostic| {
@@ -141,6 +158,12 @@ fn print_text(loaded: &Loaded, output: &Output, from: DateTime<Utc>, args: &Args
             job.timezone,
             j.schedule.cron().as_str()
         );
+        let lead = if job.lead_time > 0.0 {
+            format!(", pre-armed {}s before the instant", job.lead_time)
+        } else {
+            String::new()
+        };
+        println!("      dispatch: {}{lead}", job.dispatch);
         if job.next.is_empty() {
             println!("      never fires");
         }

@@ -81,6 +81,8 @@ pub(super) struct Pending {
     pub scheduled: Option<DateTime<Utc>>,
     /// What the store records as the minions' path (`coalesced`, `pre-armed`, `fallback`).
     pub path: &'static str,
+    /// When to publish: the instant minus the lead time (now, for a late or fallback launch).
+    pub publish_at: DateTime<Utc>,
 }
 
 /// One publish to make: its id and token, and what each minion runs.
@@ -250,4 +252,60 @@ pub(super) fn publish(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str) -> Arc<Job> {
+        let yaml = format!(
+            "{name}:\n  sec: 0\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n  command: 'echo {name}'\n  targets: '*'\n  env:\n    K: v\n"
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        fs_err::write(dir.path().join("j.yaml"), yaml).expect("write");
+        let loaded = crate::config::load_dir(dir.path(), Utc::now()).expect("load");
+        loaded.jobs.values().next().cloned().expect("a job")
+    }
+
+    fn pending(name: &str, minions: &[&str]) -> Pending {
+        Pending {
+            instance: format!("{name}_1"),
+            job: job(name),
+            minions: minions.iter().map(|m| (*m).to_owned()).collect(),
+            scheduled: None,
+            path: "coalesced",
+            publish_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn runs_of_one_instant_on_the_same_minions_are_one_publish() {
+        let settings = EngineSettings::default();
+        let mut n = 0;
+        let all = ["m1", "m2", "m3"];
+        let planned = plan(
+            vec![pending("a", &all), pending("b", &all), pending("c", &all)],
+            &settings,
+            &mut n,
+        );
+        assert_eq!(planned.len(), 1);
+        let p = &planned[0];
+        assert_eq!(p.manifests.len(), 3);
+        assert!(p.manifests.values().all(|e| e.len() == 3));
+        let line = command_line(p);
+        assert!(line.contains("dispatch --url") && line.contains(p.id.as_str()), "{line}");
+        assert!(!line.contains("echo a"), "no job content in the publish: {line}");
+    }
+
+    #[test]
+    fn distinct_minion_sets_are_distinct_publishes() {
+        let settings = EngineSettings::default();
+        let mut n = 0;
+        let planned =
+            plan(vec![pending("a", &["m1", "m2"]), pending("b", &["m3"])], &settings, &mut n);
+        assert_eq!(planned.len(), 2);
+        let ids: std::collections::BTreeSet<_> = planned.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(ids.len(), 2);
+    }
 }

@@ -167,6 +167,91 @@ pub(super) fn launch(
     }
 }
 
+/// `use_wrapper: false`, as the original: `cmd.run` of the command itself through Salt (one
+/// publish for the minions), the result from Salt's returns, and at the job's timeout
+/// `saltutil.kill_job` on the minions that did not return (124).
+pub(super) fn legacy(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    job: &Job,
+    instance: &str,
+    minions: Vec<(String, Token)>,
+    inbox: mpsc::Sender<Command>,
+) {
+    let minions: Vec<String> = minions.into_iter().map(|(m, _)| m).collect();
+    let env = Value::Map(
+        job.env.iter().map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str()))).collect(),
+    );
+    let mut publish = Publish::new(Target::list(&minions), "cmd.run")
+        .kwarg("cmd", job.command.clone())
+        .kwarg("env", env)
+        .kwarg("python_shell", true);
+    if let Some(user) = &job.user {
+        publish = publish.kwarg("runas", user.clone());
+    }
+    if let Some(cwd) = &job.cwd {
+        publish = publish.kwarg("cwd", cwd.clone());
+    }
+    let timeout = job.timeout.unwrap_or(std::time::Duration::from_secs(86_400 * 365));
+    let instance = instance.to_owned();
+    tasks.spawn(async move {
+        let mut run = match deps.salt.run_job(&publish, timeout).await {
+            Ok(run) => run,
+            Err(e) => {
+                for minion in minions {
+                    let input = Input::LaunchReturned {
+                        retcode: 255,
+                        output: format!("Salt could not publish the command: {e}"),
+                    };
+                    let command = Command::Minion { instance: instance.clone(), minion, input };
+                    let _ = inbox.send(command).await;
+                }
+                return;
+            }
+        };
+        for minion in &minions {
+            let command = Command::Minion {
+                instance: instance.clone(),
+                minion: minion.clone(),
+                input: Input::LegacyStarted,
+            };
+            let _ = inbox.send(command).await;
+        }
+        let jid = run.jid().clone();
+        let mut missing = Vec::new();
+        while let Some(update) = run.next().await {
+            match update {
+                JobUpdate::Return(r) => {
+                    let (retcode, output) = launch_return(&r);
+                    let minion = r.id.as_str().to_owned();
+                    let returned =
+                        Command::Returned { instance: instance.clone(), minion, retcode, output };
+                    let _ = inbox.send(returned).await;
+                }
+                JobUpdate::NotReturned(m) => {
+                    missing = m.iter().map(|m| m.as_str().to_owned()).collect()
+                }
+                JobUpdate::BusGap | JobUpdate::Lagged(_) => {}
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let kill = Publish::new(Target::list(&missing), "saltutil.kill_job").arg(jid.to_string());
+        let killed = deps.salt.run_job(&kill, deps.settings.launch_deadline).await;
+        let how = match killed {
+            Ok(_) => "stopped with saltutil.kill_job",
+            Err(_) => "saltutil.kill_job could not be published",
+        };
+        for minion in missing {
+            let output = format!("timed out after {}s; {how}\n", timeout.as_secs());
+            let returned =
+                Command::Returned { instance: instance.clone(), minion, retcode: 124, output };
+            let _ = inbox.send(returned).await;
+        }
+    });
+}
+
 /// Runs `saltpeter-agent kill` on the minion: the agent there finds the run through its lock and
 /// spool directory and stops its process group.
 pub(super) fn kill_through_salt(

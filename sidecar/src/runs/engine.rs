@@ -47,6 +47,8 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<(), KillError>>,
     },
     Maintenance(Maintenance),
+    /// Jobs removed by a reload.
+    JobsRemoved(Vec<String>),
     Active {
         reply: oneshot::Sender<Vec<String>>,
     },
@@ -60,6 +62,13 @@ pub(super) enum Command {
         instances: Vec<String>,
         answered: Vec<String>,
         silent: Vec<String>,
+    },
+    /// `use_wrapper: false`: Salt returned the command itself on a minion.
+    Returned {
+        instance: String,
+        minion: String,
+        retcode: i32,
+        output: String,
     },
     /// Salt reported something about one minion (its launch, a kill through Salt).
     Minion {
@@ -93,6 +102,12 @@ struct ArmedDispatch {
     id: saltpeter_protocol::DispatchId,
     minions: Vec<String>,
 }
+
+mod firing;
+
+/// The least time a pre-armed publish gives its agents to fetch their manifests before their
+/// minions fall back to an ordinary dispatch.
+const FALLBACK_GRACE: chrono::Duration = chrono::Duration::seconds(2);
 
 pub(super) struct Engine {
     deps: Arc<Deps>,
@@ -271,116 +286,10 @@ impl Engine {
             Stage::Resolving { .. } => None,
         });
         let held = self.held.iter().map(|(at, _)| *at);
+        let held = held.chain(self.pending.iter().map(|p| p.publish_at));
         let armed = self.armed.iter().map(|a| a.at);
         let wall = held.chain(armed).min().map(instant_of);
         runs.chain(wall).min()
-    }
-
-    /// Takes the scheduler's slots: each is published its lead time before its instant (held
-    /// until then: the scheduler hands them over as early as the longest lead time).
-    async fn on_due(&mut self, batch: Vec<Due>) {
-        let now = Utc::now();
-        let mut ready = Vec::new();
-        for due in batch {
-            let lead = match due.trigger {
-                Trigger::Manual => std::time::Duration::ZERO,
-                Trigger::Schedule | Trigger::CatchUp => {
-                    super::lead_of(&due.job, &self.deps.settings)
-                }
-            };
-            let publish_at = due.scheduled - chrono::Duration::from_std(lead).unwrap_or_default();
-            if publish_at > now + chrono::Duration::milliseconds(20) {
-                self.held.push((publish_at, due));
-            } else {
-                ready.push(due);
-            }
-        }
-        if !ready.is_empty() {
-            self.start_dues(ready).await;
-        }
-    }
-
-    /// Releases the held slots whose publish instant came.
-    async fn release_held(&mut self) {
-        let now = Utc::now();
-        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(at, _)| *at <= now + chrono::Duration::milliseconds(20));
-        self.held = held;
-        if !ready.is_empty() {
-            self.start_dues(ready.into_iter().map(|(_, d)| d).collect()).await;
-        }
-    }
-
-    /// Records the slots and starts resolving their targets. A slot published before its
-    /// instant is pre-armed; if the previous run of a job that forbids overlap is still
-    /// running then, the slot waits for its instant and is decided there.
-    async fn start_dues(&mut self, batch: Vec<Due>) {
-        let now = Utc::now();
-        let mut started = Vec::new();
-        for due in batch {
-            let early = due.trigger != Trigger::Manual
-                && due.scheduled > now + chrono::Duration::milliseconds(100);
-            if early && !due.job.allow_overlap && self.running(&due.job) {
-                self.held.push((due.scheduled, due));
-                continue;
-            }
-            let armed_at = early.then_some(due.scheduled);
-            let instance = self.instance_id(&due);
-            let mut recorder = Recorder::new(
-                Arc::clone(&self.deps),
-                self.outbox.clone(),
-                Arc::clone(&due.job),
-                instance.clone(),
-            );
-            let trigger = due.trigger;
-            let skip = if self.maintenance.global {
-                Some("global maintenance is on".to_owned())
-            } else if !due.job.allow_overlap && self.running(&due.job) {
-                Some("the previous run of this job is still running (overlap)".to_owned())
-            } else {
-                None
-            };
-            recorder.created(due.scheduled, trigger, skip.as_deref(), now).await;
-            if let Some(why) = skip {
-                info!(job = %due.job.name, instance, why, "Run skipped.");
-                continue;
-            }
-            started.push((due, instance, recorder, armed_at));
-        }
-        // Every slot is durable before anything is dispatched.
-        if let Err(e) = self.deps.store.write_durable(crate::store::Write::Barrier).await {
-            tracing::error!(error = %e, "Cannot record the due runs; they are dispatched anyway.");
-        }
-        // Runs sharing a target share its resolution: one `test.ping` for all of them.
-        let mut by_target: HashMap<(String, String), (Arc<Job>, Vec<String>)> = HashMap::new();
-        for (due, instance, recorder, armed_at) in started {
-            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), pre_armed = armed_at.is_some(), "Run starts.");
-            let key = (due.job.targets.clone(), format!("{:?}", due.job.target_type));
-            by_target
-                .entry(key)
-                .or_insert_with(|| (Arc::clone(&due.job), Vec::new()))
-                .1
-                .push(instance.clone());
-            self.runs.insert(
-                instance,
-                Active {
-                    job: due.job,
-                    stage: Stage::Resolving { candidates: None, killed: false },
-                    recorder,
-                    armed_at,
-                },
-            );
-        }
-        for (job, instances) in by_target.into_values() {
-            dispatch::resolve(
-                &self.tasks,
-                Arc::clone(&self.deps),
-                &job,
-                instances,
-                self.inbox.clone(),
-            );
-        }
     }
 
     fn running(&self, job: &Job) -> bool {
@@ -417,7 +326,11 @@ impl Engine {
             Command::Kill { instance, minion, reply } => {
                 let _ = reply.send(self.on_kill(&instance, minion.as_deref(), now).await);
             }
-            Command::Maintenance(m) => self.maintenance = m,
+            Command::JobsRemoved(jobs) => self.cancel_removed(&jobs, now).await,
+            Command::Maintenance(m) => {
+                self.maintenance = m;
+                self.cancel_armed_in_maintenance(now).await;
+            }
             Command::Active { reply } => {
                 let _ = reply.send(self.runs.keys().cloned().collect());
             }
@@ -430,6 +343,13 @@ impl Engine {
                 for instance in instances {
                     self.on_pinged(&instance, answered.clone(), silent.clone(), now).await;
                 }
+            }
+            Command::Returned { instance, minion, retcode, output } => {
+                if let Some(active) = self.runs.get_mut(&instance) {
+                    active.recorder.legacy_output(&minion, output.as_bytes()).await;
+                }
+                let input = Input::AgentCompleted { retcode };
+                self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
             }
             Command::Minion { instance, minion, input } => {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
@@ -607,70 +527,6 @@ impl Engine {
         }
     }
 
-    /// At a pre-armed dispatch's instant, each minion whose agent has not fetched its manifest
-    /// is dispatched the ordinary way at once (its manifest is withdrawn, so a late agent
-    /// starts nothing).
-    async fn fall_back(&mut self) {
-        let now = Utc::now();
-        let (due, armed): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.armed).into_iter().partition(|a| a.at <= now);
-        self.armed = armed;
-        for dispatch in due {
-            for minion in dispatch.minions {
-                let Some(instances) = self.deps.registry.withdraw(&dispatch.id, &minion) else {
-                    continue;
-                };
-                warn!(dispatch = %dispatch.id, minion, runs = instances.len(), "The minion did not arm by the instant; dispatching it now.");
-                for instance in instances {
-                    let Some(active) = self.runs.get(&instance) else { continue };
-                    let Stage::Running(run) = &active.stage else { continue };
-                    if !run.active().any(|m| m == minion) {
-                        continue;
-                    }
-                    self.pending.push(coalesce::Pending {
-                        instance,
-                        job: Arc::clone(&active.job),
-                        minions: vec![minion.clone()],
-                        scheduled: None,
-                        path: "fallback",
-                    });
-                }
-            }
-        }
-    }
-
-    /// Publishes the coalesced launches collected during this turn.
-    async fn flush_dispatches(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        for planned in coalesce::plan(pending, &self.deps.settings, &mut self.dispatches) {
-            let runs = planned.runs();
-            let mut count = 0;
-            for (minion, instances) in &runs {
-                for instance in instances {
-                    count += 1;
-                    if let Some(active) = self.runs.get_mut(instance) {
-                        active.recorder.minion_launched(minion, planned.token.as_str()).await;
-                        active.recorder.minion_path(minion, planned.path, None).await;
-                    }
-                }
-            }
-            if let Some(at) = planned.scheduled {
-                let minions = runs.keys().cloned().collect();
-                self.armed.push(ArmedDispatch { at, id: planned.id.clone(), minions });
-            }
-            self.deps.registry.expect_dispatch(
-                planned.id.clone(),
-                planned.token.clone(),
-                planned.manifests.clone().into_iter().collect(),
-            );
-            info!(dispatch = %planned.id, minions = runs.len(), runs = count, "Coalesced dispatch.");
-            coalesce::publish(&self.tasks, Arc::clone(&self.deps), &planned, self.inbox.clone());
-        }
-    }
-
     /// Applies `f` to the run `instance` if it is running, then carries out the effects.
     async fn apply(
         &mut self,
@@ -693,15 +549,22 @@ impl Engine {
                 run::Effect::Launch(minions)
                     if self.deps.settings.mode(&active.job) == DispatchMode::Coalesced =>
                 {
-                    let scheduled = active
+                    // Published its lead time before the instant, and armed for it; without a
+                    // lead time, published at the instant.
+                    let wall = Utc::now();
+                    let lead = super::lead_of(&active.job, &self.deps.settings);
+                    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+                    let instant = active
                         .armed_at
-                        .filter(|at| *at > Utc::now() + chrono::Duration::milliseconds(100));
+                        .filter(|at| *at > wall + chrono::Duration::milliseconds(20));
+                    let scheduled = instant.filter(|_| lead > chrono::Duration::zero());
                     self.pending.push(coalesce::Pending {
                         instance: instance.to_owned(),
                         job: Arc::clone(&active.job),
                         minions,
                         scheduled,
                         path: if scheduled.is_some() { "pre-armed" } else { "coalesced" },
+                        publish_at: instant.map_or(wall, |at| at - lead),
                     });
                 }
                 run::Effect::Launch(minions) => {
@@ -718,7 +581,8 @@ impl Engine {
                         active.recorder.minion_launched(&minion, token.as_str()).await;
                         launches.push((minion, token));
                     }
-                    dispatch::launch(
+                    let launch = if path == "legacy" { dispatch::legacy } else { dispatch::launch };
+                    launch(
                         &self.tasks,
                         Arc::clone(&self.deps),
                         &active.job,
@@ -786,7 +650,12 @@ async fn start_run(active: &mut Active, targets: Vec<String>, now: Instant) -> V
         batch_size: job.batch_size.map_or(0, |b| amount(b, n).max(1)),
         max_failures: job.max_failures.map(|t| amount(t, n).max(1)),
         batch_wait: job.batch_wait,
-        limits: Limits { timeout: job.timeout, ..active.recorder.limits() },
+        // `use_wrapper: false`: Salt runs the command and its own task enforces the timeout
+        // (`saltutil.kill_job`); there is no agent to heartbeat or to kill.
+        limits: Limits {
+            timeout: if job.use_wrapper { job.timeout } else { None },
+            ..active.recorder.limits()
+        },
     };
     active.recorder.running(&targets).await;
     let (run, effects) = Run::start(plan, targets, now);

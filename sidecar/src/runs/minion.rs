@@ -74,6 +74,8 @@ pub enum Input {
     AgentArmed { start_at: Instant },
     /// The agent confirmed the command started.
     AgentStarted,
+    /// `use_wrapper: false`: Salt took the command; no agent will report (no heartbeat).
+    LegacyStarted,
     /// Any other sign of life from the agent: a heartbeat, output, a reconnect.
     AgentAlive,
     /// The agent reports the command ended with this code.
@@ -245,6 +247,13 @@ impl MinionRun {
                 )),
                 _ => Vec::new(),
             },
+            Input::LegacyStarted => {
+                if let Phase::Launching { .. } = self.phase {
+                    self.phase = Phase::Running;
+                    self.started = Some(now);
+                }
+                Vec::new()
+            }
             Input::AgentArmed { start_at } => {
                 self.last_seen = Some(now);
                 if let Phase::Launching { .. } = self.phase {

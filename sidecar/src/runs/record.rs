@@ -335,6 +335,24 @@ impl Recorder {
         self.write(write).await;
     }
 
+    /// The whole output of a `use_wrapper: false` run, as Salt returned it.
+    pub(super) async fn legacy_output(&mut self, minion: &str, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.output_seen(minion, data);
+        let write = Write::Output {
+            instance: self.instance.clone(),
+            minion: minion.to_owned(),
+            seq: None,
+            offset: 0,
+            stream: crate::store::Stream::Stdout,
+            data: data.to_vec(),
+            cap: self.deps.settings.output_cap,
+        };
+        self.write(write).await;
+    }
+
     pub(super) async fn minion_armed(&mut self, minion: &str) {
         self.result(minion, "armed", None, "", None, None).await;
     }

@@ -328,3 +328,102 @@ fn a_minion_that_cannot_arm_falls_back_and_still_runs() {
     let recorded = paths(&sidecar, &run.instance);
     assert_eq!(recorded[0].1, "fallback", "{recorded:?}");
 }
+
+#[test]
+fn the_original_wrapper_and_use_wrapper_false_run_beside_coalesced_jobs_in_the_same_second() {
+    let lab = Lab::shared();
+    build_binaries();
+    // The wrapper of the PyPI `saltpeter` 0.9.30 package, installed in the lab's venv.
+    let python = lab.venv.join("bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import saltpeter.wrapper as w; print(w.__file__)"])
+        .output()
+        .expect("run the venv's python");
+    let wrapper_py = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success() && !wrapper_py.is_empty(), "saltpeter 0.9.30 is in the venv");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let shim = dir.path().join("sp_wrapper.py");
+    fs_err::write(&shim, format!("#!/bin/sh\nexec {} {} \"$@\"\n", python.display(), wrapper_py))
+        .expect("write the shim");
+    fs_err::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let at = Utc::now() + chrono::Duration::seconds(25);
+    let mut jobs = String::new();
+    for i in 0..5 {
+        jobs.push_str(&once(
+            &format!("mixed-c{i}"),
+            at,
+            &format!("targets: '*'\ncommand: 'echo coalesced {i}'"),
+        ));
+    }
+    // allow_overlap: the original wrapper's lock file is per host, and the lab's minions share
+    // one host.
+    jobs.push_str(&once(
+        "mixed-python",
+        at,
+        &format!(
+            "targets: '*'\nwrapper_path: {}\nallow_overlap: true\ncommand: 'echo python wrapper; exit 2'",
+            shim.display()
+        ),
+    ));
+    jobs.push_str(&once(
+        "mixed-legacy",
+        at,
+        "targets: '*'\nuse_wrapper: false\nenv:\n  WHO: salt\ncommand: 'echo legacy $WHO; exit 3'",
+    ));
+    jobs.push_str(&once(
+        "mixed-legacy-slow",
+        at,
+        "targets: minion-2\nuse_wrapper: false\ntimeout: 3\ncommand: 'sleep 60'",
+    ));
+    let sidecar = Sidecar::start(lab, &jobs);
+    let expect = |job: &str, code: i32, output: &str, path: &str| {
+        let run = sidecar.wait_for_run(job, LIMIT, |_| true);
+        assert_eq!(instant_of(&run.instance), at.timestamp(), "{run:#?}");
+        for r in &run.results {
+            assert_eq!(r.retcode, Some(code), "{job}: {run:#?}");
+            assert!(r.output.contains(output), "{job}: {run:#?}");
+        }
+        for (minion, p, _) in paths(&sidecar, &run.instance) {
+            assert_eq!(p, path, "{job} on {minion}");
+        }
+        run
+    };
+    for i in 0..5 {
+        let run = expect(&format!("mixed-c{i}"), 0, &format!("coalesced {i}\n"), "armed");
+        assert_eq!(run.results.len(), 3);
+    }
+    assert_eq!(expect("mixed-python", 2, "python wrapper", "single").results.len(), 3);
+    assert_eq!(expect("mixed-legacy", 3, "legacy salt", "legacy").results.len(), 3);
+    let slow = expect("mixed-legacy-slow", 124, "timed out", "legacy");
+    assert_eq!(slow.results.len(), 1);
+}
+
+#[test]
+fn removing_a_job_during_the_lead_window_cancels_its_armed_run() {
+    let lab = Lab::shared();
+    build_binaries();
+    let marker = format!("/tmp/sp-removed-{}", std::process::id());
+    let at = Utc::now() + chrono::Duration::seconds(40);
+    let jobs = once(
+        "removeme",
+        at,
+        &format!("targets: minion-2\nlead_time: 25\ncommand: 'touch {marker}'"),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let armed = wait_until("the run to be armed", LIMIT, || {
+        sidecar
+            .all_runs("removeme")
+            .into_iter()
+            .find(|r| paths(&sidecar, &r.instance).iter().any(|(_, _, phase)| phase == "armed"))
+    });
+    assert!(Utc::now() < at, "armed before the instant");
+    let other =
+        once("stays", at + chrono::Duration::hours(1), "targets: minion-2\ncommand: 'true'");
+    fs_err::write(sidecar.config_dir.join("jobs.yaml"), other).expect("remove the job");
+    let run = sidecar.wait_for_run("removeme", LIMIT, |r| r.instance == armed.instance);
+    assert!(Utc::now() < at + chrono::Duration::seconds(5), "cancelled, not run and killed");
+    assert_eq!(run.results[0].retcode, Some(143), "{run:#?}");
+    assert!(run.results[0].reason.contains("cancelled"), "{run:#?}");
+    assert!(!std::path::Path::new(&marker).exists(), "the command never ran");
+}

@@ -25,8 +25,8 @@ fn json_has_exactly_the_documented_shape() {
         json,
         format!(
             concat!(
-                r#"{{"jobs":[{{"name":"berlin","group":"ops","timezone":"Europe/Berlin","next":["2026-03-29T01:00:00Z","2026-03-30T00:30:00Z"]}},"#,
-                r#"{{"name":"never","group":"ops","timezone":"UTC","next":[]}}],"#,
+                r#"{{"jobs":[{{"name":"berlin","group":"ops","timezone":"Europe/Berlin","next":["2026-03-29T01:00:00Z","2026-03-30T00:30:00Z"],"dispatch":"single","lead_time":0.0}},"#,
+                r#"{{"name":"never","group":"ops","timezone":"UTC","next":[],"dispatch":"single","lead_time":0.0}}],"#,
                 r#""errors":[{{"file":"{f}","job":"bad","field":"dow","message":"9 is out of range 0-7 (day of the week) (line 23)"}}],"#,
                 r#""warnings":[{{"file":"{f}","job":"never","field":null,"message":"never fires after 2026-03-28T12:00:00Z (`0 0 0 30 2 * *`): it is loaded but never scheduled (line 10)"}}]}}"#
             ),

@@ -172,3 +172,51 @@ fn a_resumed_minion_gets_a_full_heartbeat_window_and_keeps_its_timeout() {
     assert_eq!(m.next_deadline(), Some(t0 + secs(10)), "the timeout: 60 s from the start 50 s ago");
     assert_eq!(m.on(Input::Tick, t0 + secs(10)), [Effect::SendKill(StopReason::Timeout)]);
 }
+
+#[test]
+fn a_kill_while_armed_is_a_cancellation() {
+    let start_at = Instant::now() + secs(5);
+    let steps = [
+        (1, Input::AgentArmed { start_at }),
+        (2, Input::Kill),
+        (2, Input::AgentCompleted { retcode: 143 }),
+    ];
+    assert_eq!(code(&steps), (143, EndReason::Cancelled));
+}
+
+#[test]
+fn an_armed_run_is_not_running_until_it_starts() {
+    let t0 = Instant::now();
+    let mut m = MinionRun::launched(limits(), t0);
+    m.on(Input::AgentArmed { start_at: t0 + secs(3) }, t0 + secs(1));
+    m.on(Input::AgentAlive, t0 + secs(2));
+    assert!(!m.has_started(), "a heartbeat of an armed run is not its start");
+    m.on(Input::AgentStarted, t0 + secs(3));
+    assert!(m.has_started());
+    // Killed after the start: a kill, not a cancellation.
+    m.on(Input::Kill, t0 + secs(4));
+    let effects = m.on(Input::AgentCompleted { retcode: 143 }, t0 + secs(5));
+    assert!(
+        matches!(&effects[..], [Effect::Finish(o)] if o.reason == EndReason::Killed),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn an_armed_agent_that_goes_silent_is_lost() {
+    let start_at = Instant::now() + secs(100);
+    assert_eq!(
+        code(&[(1, Input::AgentArmed { start_at }), (17, Input::Tick)]),
+        (253, EndReason::HeartbeatLost)
+    );
+}
+
+#[test]
+fn a_legacy_run_has_no_heartbeat() {
+    let (outcome, _) = check(&[(1, Input::LegacyStarted), (100, Input::Tick)]);
+    assert!(outcome.is_none(), "Salt runs it: no agent heartbeats");
+    assert_eq!(
+        code(&[(1, Input::LegacyStarted), (100, Input::AgentCompleted { retcode: 3 })]),
+        (3, EndReason::Exited)
+    );
+}
