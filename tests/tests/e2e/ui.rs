@@ -18,9 +18,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn job(name: &str, body: &str) -> String {
     // 03:17:00 on the 29th of February: never during a test.
-    let mut yaml = format!(
-        "{name}:\n  sec: 0\n  min: 17\n  hour: 3\n  dom: 29\n  mon: 2\n  dow: '*'\n"
-    );
+    let mut yaml =
+        format!("{name}:\n  sec: 0\n  min: 17\n  hour: 3\n  dom: 29\n  mon: 2\n  dow: '*'\n");
     for line in body.lines() {
         yaml.push_str("  ");
         yaml.push_str(line);
@@ -73,7 +72,8 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
     jobs.push_str(&job(
         "nightly-backup",
         "targets: 'minion-*'\ngroup: storage\ndescription: Database dump to object storage\n\
-         command: /usr/local/bin/backup --all\nenv: {DB_PASSWORD: hunter2}",
+         command: 'echo \"dumping $SP_MACHINE_ID\"; if [ \"$SP_MACHINE_ID\" = minion-3 ]; then echo \"disk full\" >&2; exit 2; fi; echo ok'\n\
+         env: {DB_PASSWORD: hunter2, BUCKET: s3://backups}",
     ));
     let extra = format!(
         "saltpeter_config:\n  api_tokens:\n    - {{name: e2e-operator, sha256: {sha256}, role: operator}}\n"
@@ -95,7 +95,11 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
         .expect("run node tests/browser/ui.mjs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser script failed:\n{stdout}\n{stderr}\n--- sidecar log ---\n{}", sidecar.log());
+    assert!(
+        out.status.success(),
+        "the browser script failed:\n{stdout}\n{stderr}\n--- sidecar log ---\n{}",
+        sidecar.log()
+    );
     assert!(stdout.contains("ALL STEPS PASSED"), "{stdout}\n{stderr}");
 
     // The same facts, from the run store.
@@ -113,7 +117,20 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
             "no {action} by e2e-operator in the audit log: {audit:?}"
         );
     }
-    for name in ["login", "jobs", "run-live", "run-killed", "job", "maintenance", "audit"] {
+    let backups = sidecar.finished_runs("nightly-backup");
+    assert_eq!(backups.len(), 2, "{backups:#?}");
+    assert!(backups.iter().all(|r| r.status == "failed"), "{backups:#?}");
+    for name in [
+        "login",
+        "jobs",
+        "run-colors",
+        "run-live",
+        "run-killed",
+        "job",
+        "maintenance",
+        "audit",
+        "runs",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists(), "no screenshot {name}.png");
     }
 }
