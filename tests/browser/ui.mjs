@@ -64,10 +64,10 @@ try {
     if (!next.startsWith('in ')) throw new Error(`countdown shows ${next}`);
     // The search filters.
     await page.getByLabel('Search jobs').fill('storage');
-    await page.locator('table.jobs tbody tr').first().waitFor();
-    if (await page.locator('table.jobs tbody tr[data-job]').count() !== 1) throw new Error('search did not filter');
+    await page.waitForFunction(() => document.querySelectorAll('table.jobs tbody tr[data-job]').length === 1);
+    await page.locator('tr[data-job="nightly-backup"]').waitFor();
     await page.getByLabel('Search jobs').fill('');
-    await page.locator('tr[data-job="long"]').waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('table.jobs tbody tr[data-job]').length === 3);
   });
 
   await check('run now from the job page, and the coloured output arrives live', async () => {
