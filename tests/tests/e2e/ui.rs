@@ -101,6 +101,7 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
         sidecar.log()
     );
     assert!(stdout.contains("ALL STEPS PASSED"), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
 
     // The same facts, from the run store.
     let colors = sidecar.wait_for_run("colors", Duration::from_secs(60), |_| true);
