@@ -216,7 +216,7 @@ export function jobView({ name }) {
         h('div.toolbar', can.operate() ? h('button.btn.btn-primary', { type: 'button', onclick: async (e) => { if (await runNow(name, e.currentTarget)) setTimeout(load, 800); } }, '▶ Run now') : null)),
       h('div.stats',
         stat('Last result', job.last_result ? badge(job.last_result.status) : h('span.muted', 'none')),
-        stat('Success rate', pct(job.success_rate), 'of the last 50 finished runs'),
+        stat('Success rate', pct(job.success_rate), 'of the last 30 runs'),
         stat('Next run', job.next_runs.length ? countdown(job.next_runs[0]) : '—', job.next_runs.length ? fmtTime(job.next_runs[0]) : ''),
         stat('State', job.running ? h('span.badge.s-running', 'Running') : h('span.badge.s-idle', 'Idle'))),
       h('div.two',

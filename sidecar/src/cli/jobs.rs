@@ -36,7 +36,10 @@ pub struct MaintenanceArgs {
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceCommand {
     /// What is in maintenance (the default).
-    List,
+    List {
+        #[command(flatten)]
+        api: Api,
+    },
     /// Put the fleet (`--global`), a minion (`--minion ID`) or a target (`--target EXPR`) in
     /// maintenance.
     Start {
@@ -55,9 +58,15 @@ pub enum MaintenanceCommand {
         /// When it ends by itself (RFC 3339).
         #[arg(long)]
         until: Option<String>,
+        #[command(flatten)]
+        api: Api,
     },
     /// End an entry early.
-    End { id: i64 },
+    End {
+        id: i64,
+        #[command(flatten)]
+        api: Api,
+    },
 }
 
 fn s(v: &Value) -> String {
@@ -125,10 +134,17 @@ pub fn jobs(args: &JobsArgs) -> anyhow::Result<ExitCode> {
 pub fn maintenance(args: &MaintenanceArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let body = match &args.command {
-        None | Some(MaintenanceCommand::List) => {
-            args.api.call("GET", "/api/v1/maintenance", None)?
-        }
-        Some(MaintenanceCommand::Start { global, minion, target, target_type, why, until }) => {
+        None => args.api.call("GET", "/api/v1/maintenance", None)?,
+        Some(MaintenanceCommand::List { api }) => api.call("GET", "/api/v1/maintenance", None)?,
+        Some(MaintenanceCommand::Start {
+            global,
+            minion,
+            target,
+            target_type,
+            why,
+            until,
+            api,
+        }) => {
             let request = match (global, minion, target) {
                 (true, _, _) => json!({"scope": "global", "why": why, "until": until}),
                 (_, Some(m), _) => {
@@ -139,7 +155,7 @@ pub fn maintenance(args: &MaintenanceArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => anyhow::bail!("say what: --global, --minion ID or --target EXPR"),
             };
-            let body = args.api.call("POST", "/api/v1/maintenance", Some(&request))?;
+            let body = api.call("POST", "/api/v1/maintenance", Some(&request))?;
             if !args.json {
                 let e: Value = serde_json::from_str(&body).context("read the API's answer")?;
                 writeln!(out, "maintenance #{} started", s(&e["id"]))?;
@@ -147,8 +163,8 @@ pub fn maintenance(args: &MaintenanceArgs) -> anyhow::Result<ExitCode> {
             }
             body
         }
-        Some(MaintenanceCommand::End { id }) => {
-            let body = args.api.call("DELETE", &format!("/api/v1/maintenance/{id}"), None)?;
+        Some(MaintenanceCommand::End { id, api }) => {
+            let body = api.call("DELETE", &format!("/api/v1/maintenance/{id}"), None)?;
             if !args.json {
                 writeln!(out, "maintenance #{id} ended")?;
                 return Ok(ExitCode::SUCCESS);

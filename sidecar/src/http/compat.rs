@@ -72,7 +72,8 @@ pub(super) async fn status(AxumState(state): Shared, _: Viewer) -> Result<Json<S
         );
     }
     let jobs = state.jobs.borrow().clone();
-    let last = state.store.recent_runs(None, 1).await.map_err(internal)?;
+    let names = jobs.keys().map(|n| n.as_str().to_owned()).collect();
+    let last = state.store.recent_runs(names, 1).await.map_err(internal)?;
     let now = Utc::now();
     let mut jobs_state = BTreeMap::new();
     for (name, job) in jobs.iter() {
