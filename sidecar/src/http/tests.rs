@@ -631,7 +631,19 @@ async fn kill_by_job_name_needs_a_run_in_flight() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.error().contains("no run in flight"));
     let a = api.call(Method::POST, "/kill", Some(OPERATOR), Some(json!({"name": "backup"}))).await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("job"), "{}", a.error());
+    // As the original README's curl sends it: JSON under the form content type.
+    let form = api
+        .send(
+            Request::post("/kill")
+                .header("authorization", format!("Bearer {OPERATOR}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(r#"{"job": "backup"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::NOT_FOUND, "read as JSON: {}", form.error());
 }
 
 #[tokio::test]
