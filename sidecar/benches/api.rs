@@ -5,12 +5,7 @@
 //! whole router in process (auth included), `BENCH_REQUESTS` (default 100) requests of each of:
 //! the jobs list, the first page of runs, a page deep in the runs (by cursor), one job's runs,
 //! runs filtered by status, one job. Prints p50/p99/max per request kind.
-#![allow(
-    clippy::print_stdout,
-    clippy::unwrap_used,
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss
-)]
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -76,10 +76,6 @@ const MIGRATIONS: &[&str] = &[
     // ops: what /metrics follows: runs as they finish, and runs skipped at creation.
     "CREATE INDEX IF NOT EXISTS runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
      CREATE INDEX IF NOT EXISTS runs_skipped ON runs (created_at) WHERE status = 'skipped';",
-    // ops: the runs listing's whole order (newest first, ties by creation and instance), so a page
-    // is read from the index instead of sorting every run.
-    "CREATE INDEX IF NOT EXISTS runs_listing ON runs (scheduled_at, created_at, instance);
-     CREATE INDEX IF NOT EXISTS runs_listing_by_job ON runs (job, scheduled_at, created_at, instance);",
 ];
 
 /// The schema version this build writes.
