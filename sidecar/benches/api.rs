@@ -5,7 +5,12 @@
 //! whole router in process (auth included), `BENCH_REQUESTS` (default 100) requests of each of:
 //! the jobs list, the first page of runs, a page deep in the runs (by cursor), one job's runs,
 //! runs filtered by status, one job. Prints p50/p99/max per request kind.
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
