@@ -66,6 +66,7 @@ class Live {
     this.ws = ws;
     ws.onopen = () => {
       this.backoff = 500;
+      this.send({ type: 'hello' });
       this.setState('open');
       if (this.watch) this.send({ type: 'watch_run', instance: this.watch });
     };

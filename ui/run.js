@@ -63,7 +63,7 @@ export function runView({ instance }) {
       statBox('Minions', String(results.length)),
       statBox('Succeeded', String(ok), 'ok'),
       statBox('Failed', String(bad), bad ? 'bad' : ''),
-      statBox('Started', run.started ? fmtTime(run.started) : '—'),
+      statBox('Started', run.started ? fmtTime(run.started).slice(11) : '—', '', run.started ? fmtTime(run.started).slice(0, 10) : ''),
       statBox('Duration', h('span', { dataset: open && run.started ? { since: run.started } : {} }, fmtDuration(runDuration(run)))));
   }
 
@@ -73,7 +73,7 @@ export function runView({ instance }) {
     const dur = r.started ? (r.finished ? new Date(r.finished) - new Date(r.started) : null) : null;
     m.card.classList.toggle('is-ok', r.retcode === 0);
     m.card.classList.toggle('is-bad', r.retcode !== null && r.retcode !== 0);
-    m.head.replaceChildren(
+    m.head.replaceChildren(...[
       h('h2', r.minion),
       h('span.phase', r.phase),
       h('span.code-wrap', 'exit ', codeChip(r.retcode)),
@@ -81,7 +81,8 @@ export function runView({ instance }) {
       r.reason ? h('span.reason', r.reason) : null,
       r.output_dropped ? h('span.muted', `${r.output_dropped} bytes dropped by the output cap`) : null,
       h('span.spacer'),
-      open && can.operate() ? h('button.btn.btn-small.btn-danger-ghost', { type: 'button', onclick: () => kill(r.minion), 'aria-label': `Kill ${r.minion}` }, 'Kill') : null);
+      open && can.operate() ? h('button.btn.btn-small.btn-danger-ghost', { type: 'button', onclick: () => kill(r.minion), 'aria-label': `Kill ${r.minion}` }, 'Kill') : null,
+    ].filter(Boolean));
   }
 
   function onRun(msg) {
@@ -117,6 +118,6 @@ export function runView({ instance }) {
   };
 }
 
-function statBox(label, value, tone = '') {
-  return h(`div.stat${tone ? '.stat-' + tone : ''}`, h('div.stat-label', label), h('div.stat-value', value));
+function statBox(label, value, tone = '', hint = '') {
+  return h(`div.stat${tone ? '.stat-' + tone : ''}`, h('div.stat-label', label), h('div.stat-value', value), hint ? h('div.stat-hint', hint) : null);
 }

@@ -216,7 +216,7 @@ export function jobView({ name }) {
         h('div.toolbar', can.operate() ? h('button.btn.btn-primary', { type: 'button', onclick: async (e) => { if (await runNow(name, e.currentTarget)) setTimeout(load, 800); } }, '▶ Run now') : null)),
       h('div.stats',
         stat('Last result', job.last_result ? badge(job.last_result.status) : h('span.muted', 'none')),
-        stat('Success rate', pct(job.success_rate), 'of the last 50 finished runs'),
+        stat('Success rate', pct(job.success_rate), 'of the last 30 runs'),
         stat('Next run', job.next_runs.length ? countdown(job.next_runs[0]) : '—', job.next_runs.length ? fmtTime(job.next_runs[0]) : ''),
         stat('State', job.running ? h('span.badge.s-running', 'Running') : h('span.badge.s-idle', 'Idle'))),
       h('div.two',
@@ -250,7 +250,7 @@ function heatmap(m) {
       h('tbody', m.minions.map((minion) => h('tr', h('th', { scope: 'row' }, minion),
         ...m.cells[minion].slice().reverse().map((code, i) => h('td', cell(code, runs[i]))))))),
     h('div.legend', h('span.hm.hm-ok'), 'exit 0', h('span.hm.hm-bad'), 'failed', h('span.hm.hm-killed'), 'killed', h('span.hm.hm-run'), 'running', h('span.hm.hm-none'), 'no result',
-      h('span.muted', ` · ${n} runs, oldest left`)));
+      h('span.muted', ` · ${n} run${n === 1 ? '' : 's'}, oldest left`)));
 }
 
 export function runsTable(runs, withJob = true) {
@@ -336,13 +336,13 @@ export function maintenanceView() {
         eff.global ? 'The whole fleet is in maintenance: no new run starts.'
           : eff.machines.length ? `${eff.machines.length} minion${eff.machines.length > 1 ? 's are' : ' is'} in maintenance and skipped by every run: ${eff.machines.join(', ')}`
             : 'No machine is in maintenance.'),
-      h('div.two',
+      h('div.two.two-wide',
         h('div.card.table-card', h('h2', 'Set through the UI and API'),
           m.entries.length ? h('table.grid', h('thead', h('tr', ['Scope', 'Covers', 'Who', 'Why', 'Since', 'Until', ''].map((t) => h('th', t)))),
             h('tbody', m.entries.map((e) => h('tr',
               h('td', h('span.tag', e.scope)),
-              h('td', e.target ? h('code', e.target) : 'every minion', e.target_type ? h('div.sub', e.target_type + (e.minions ? ` · ${e.minions.length} minions` : '')) : null),
-              h('td', e.who), h('td', e.why), h('td', fmtTime(e.created, false)), h('td', e.until ? countdown(e.until) : h('span.muted', 'until ended')),
+              h('td.nowrap', e.target ? h('code', e.target) : 'every minion', e.target_type ? h('div.sub', e.target_type + (e.minions ? ` · ${e.minions.length} minions` : '')) : null),
+              h('td.nowrap', e.who), h('td', e.why), h('td.nowrap', fmtTime(e.created, false)), h('td.nowrap', e.until ? countdown(e.until) : h('span.muted', 'until ended')),
               h('td.actions', can.operate() ? h('button.btn.btn-small.btn-ghost', { type: 'button', onclick: async () => {
                 if (!await confirmDialog('End maintenance?', `Runs will include ${e.target || 'the fleet'} again.`, 'End maintenance', false)) return;
                 try { await api(`/api/v1/maintenance/${e.id}`, { method: 'DELETE' }); toast('Maintenance ended', 'success'); load(); } catch (err) { toast(err.message, 'error'); }

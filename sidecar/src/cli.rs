@@ -4,6 +4,7 @@
 pub mod check;
 pub mod control;
 pub mod import_crontab;
+pub mod jobs;
 pub mod runs;
 pub mod salt;
 pub mod serve;
@@ -54,6 +55,10 @@ pub enum Command {
     Runs(runs::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.
     Salt(salt::SaltArgs),
+    /// The daemon's jobs: next run, last result, success rate (asks the daemon's API).
+    Jobs(jobs::JobsArgs),
+    /// Maintenance set through the API: list, start, end (asks the daemon's API).
+    Maintenance(jobs::MaintenanceArgs),
     /// API tokens: `token new --name N --role viewer|operator|admin`.
     Token(token::Args),
 }

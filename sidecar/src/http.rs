@@ -23,6 +23,7 @@ mod openapi;
 mod tests;
 mod ui;
 mod ws;
+mod ws_original;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

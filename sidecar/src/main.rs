@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => report(saltpeter::cli::control::run(&args)),
         Some(Command::Kill(args)) => report(saltpeter::cli::control::kill(&args)),
         Some(Command::Runs(args)) => report(saltpeter::cli::runs::run(&cli.serve.state_dir, &args)),
+        Some(Command::Jobs(args)) => report(saltpeter::cli::jobs::jobs(&args)),
+        Some(Command::Maintenance(args)) => report(saltpeter::cli::jobs::maintenance(&args)),
         Some(Command::Token(args)) => report(saltpeter::cli::token::run(&args)),
         Some(Command::Salt(args)) => {
             block_on(saltpeter::cli::salt::run(&cli.salt_master_config, args))

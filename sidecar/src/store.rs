@@ -308,14 +308,13 @@ impl StoreHandle {
         self.read(move |c| read::audit(c, before, limit)).await
     }
 
-    /// The newest `per_job` runs of every job (or of `job`).
+    /// The newest `per_job` runs of each of `jobs`.
     pub async fn recent_runs(
         &self,
-        job: Option<&str>,
+        jobs: Vec<String>,
         per_job: u32,
     ) -> Result<std::collections::HashMap<String, JobRecent>, StoreError> {
-        let job = job.map(str::to_owned);
-        self.read(move |c| read::recent_runs(c, job.as_deref(), per_job)).await
+        self.read(move |c| read::recent_runs(c, &jobs, per_job)).await
     }
 
     /// Runs finished (or skipped) after `after`, for metrics.

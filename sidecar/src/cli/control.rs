@@ -42,14 +42,58 @@ pub struct KillArgs {
 }
 
 fn post(url: &str, token: Option<&str>) -> anyhow::Result<String> {
+    send("POST", url, token, None)
+}
+
+impl Api {
+    /// Calls the API at `path` (under the base URL) and answers the body, or the API's error.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        send(method, &url, self.token.as_deref(), body)
+    }
+}
+
+fn send(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<String> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut request = agent.post(url);
-    if let Some(token) = token {
-        request = request.header("authorization", &format!("Bearer {token}"));
-    }
-    let mut response =
-        request.send_empty().with_context(|| format!("reach the daemon at {url}"))?;
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.call()
+        }
+        ("DELETE", _) => {
+            let mut r = agent.delete(url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = agent.post(url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            match body {
+                Some(b) => r.send_json(b),
+                None => r.send_empty(),
+            }
+        }
+    };
+    let mut response = result.with_context(|| format!("reach the daemon at {url}"))?;
     let status = response.status();
     let body = response.body_mut().read_to_string().unwrap_or_default();
     if !status.is_success() {

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::State;
 use super::api::{Shared, kill_run};
 use super::auth::{Operator, Viewer};
-use super::error::{self, ApiError, ErrorBody, internal};
+use super::error::{ApiError, ErrorBody, internal};
 
 pub(super) fn routes() -> Router<Arc<State>> {
     Router::new().route("/status", get(status)).route("/kill", post(kill))
@@ -72,7 +72,8 @@ pub(super) async fn status(AxumState(state): Shared, _: Viewer) -> Result<Json<S
         );
     }
     let jobs = state.jobs.borrow().clone();
-    let last = state.store.recent_runs(None, 1).await.map_err(internal)?;
+    let names = jobs.keys().map(|n| n.as_str().to_owned()).collect();
+    let last = state.store.recent_runs(names, 1).await.map_err(internal)?;
     let now = Utc::now();
     let mut jobs_state = BTreeMap::new();
     for (name, job) in jobs.iter() {
@@ -118,8 +119,11 @@ pub(super) struct KillAnswer {
 pub(super) async fn kill(
     AxumState(state): Shared,
     Operator(caller): Operator,
-    error::Json(body): error::Json<KillJob>,
+    raw: axum::body::Bytes,
 ) -> Result<Json<KillAnswer>, ApiError> {
+    // The README's own example sends JSON with curl's default form content type: any type goes.
+    let body: KillJob = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"job\": NAME}}: {e}")))?;
     let open = state.store.open_runs().await.map_err(internal)?;
     let mut killed = 0;
     for run in open.iter().filter(|r| r.job == body.job) {

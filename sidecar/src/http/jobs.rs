@@ -36,8 +36,8 @@ pub(super) fn routes() -> Router<Arc<State>> {
 
 /// What replaces every `env` value.
 pub(super) const REDACTED: &str = "<redacted>";
-/// Runs looked at for the success rate.
-const RATE_WINDOW: u32 = 50;
+/// Runs looked at for the success rate (and the history).
+const RATE_WINDOW: u32 = 30;
 /// Runs in the history strip.
 const HISTORY: usize = 20;
 
@@ -81,7 +81,7 @@ pub(super) struct JobSummary {
     last: Option<RunBrief>,
     /// The newest finished run (not skipped or cancelled).
     last_result: Option<RunBrief>,
-    /// Succeeded / finished among the last 50 finished runs; none before the first.
+    /// Succeeded / finished among the last 30 runs; none before the first finished one.
     success_rate: Option<f64>,
     /// Whether a run is in flight.
     running: bool,
@@ -136,7 +136,6 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<JobSummary>>, ApiError> {
     let jobs = state.jobs.borrow().clone();
-    let recent = state.store.recent_runs(None, RATE_WINDOW).await.map_err(internal)?;
     let now = Utc::now();
     let needle = q.q.map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
     let matches = |job: &Job| {
@@ -148,12 +147,10 @@ pub(super) async fn list(
                     || job.description.as_deref().is_some_and(|d| d.to_lowercase().contains(n))
             })
     };
-    Ok(Json(
-        jobs.values()
-            .filter(|j| matches(j))
-            .map(|j| summary(j, recent.get(j.name.as_str()), now, 3))
-            .collect(),
-    ))
+    let listed: Vec<&Arc<Job>> = jobs.values().filter(|j| matches(j)).collect();
+    let names = listed.iter().map(|j| j.name.as_str().to_owned()).collect();
+    let recent = state.store.recent_runs(names, RATE_WINDOW).await.map_err(internal)?;
+    Ok(Json(listed.into_iter().map(|j| summary(j, recent.get(j.name.as_str()), now, 3)).collect()))
 }
 
 /// A job's definition as loaded. `env` values are always redacted.
@@ -221,7 +218,8 @@ pub(super) async fn one(
     Path(name): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     let job = find(&state, &name)?;
-    let recent = state.store.recent_runs(Some(&name), RATE_WINDOW).await.map_err(internal)?;
+    let recent =
+        state.store.recent_runs(vec![name.clone()], RATE_WINDOW).await.map_err(internal)?;
     Ok(Json(JobDetail {
         summary: summary(&job, recent.get(&name), Utc::now(), 10),
         definition: definition(&job),
@@ -306,7 +304,7 @@ pub(super) async fn matrix(
 ) -> Result<Json<Matrix>, ApiError> {
     find(&state, &name)?;
     let n = q.runs.unwrap_or(30).clamp(1, 200);
-    let recent = state.store.recent_runs(Some(&name), n).await.map_err(internal)?;
+    let recent = state.store.recent_runs(vec![name.clone()], n).await.map_err(internal)?;
     let runs: Vec<RunBrief> =
         recent.get(&name).map(|r| r.runs.iter().map(RunBrief::from).collect()).unwrap_or_default();
     let column: std::collections::HashMap<&str, usize> =

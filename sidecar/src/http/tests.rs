@@ -23,8 +23,8 @@ use crate::config::{ApiToken, Role};
 use crate::scheduler::{Due, JobTable, SystemClock, Trigger};
 use crate::store::{RunStatus, Stream, Write};
 
-const VIEWER: &str = "sp_viewer_secret";
-const OPERATOR: &str = "sp_operator_secret";
+pub(super) const VIEWER: &str = "sp_viewer_secret";
+pub(super) const OPERATOR: &str = "sp_operator_secret";
 const ADMIN: &str = "sp_admin_secret";
 
 const JOBS: &str = r#"
@@ -58,9 +58,9 @@ fn token(name: &str, secret: &str, role: Role) -> ApiToken {
     ApiToken { name: name.into(), sha256: sha2::Sha256::digest(secret.as_bytes()).into(), role }
 }
 
-struct Api {
-    app: Router,
-    store: StoreHandle,
+pub(super) struct Api {
+    pub(super) app: Router,
+    pub(super) store: StoreHandle,
     due: mpsc::Receiver<Due>,
     reload: mpsc::Receiver<ReloadRequest>,
     _dir: tempfile::TempDir,
@@ -110,7 +110,7 @@ async fn api_with(tokens: Vec<ApiToken>, cors: Vec<String>) -> Api {
     Api { app: router(state), store, due, reload, _dir: dir, _cancel: cancel.drop_guard() }
 }
 
-async fn api() -> Api {
+pub(super) async fn api() -> Api {
     api_with(
         vec![
             token("viewer-bot", VIEWER, Role::Viewer),
@@ -174,7 +174,7 @@ impl Api {
         self.call(Method::GET, uri, Some(VIEWER), None).await
     }
 
-    async fn seed(&self, writes: Vec<Write>) {
+    pub(super) async fn seed(&self, writes: Vec<Write>) {
         for w in writes {
             self.store.write_durable(w).await.unwrap();
         }
@@ -198,7 +198,7 @@ fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-01T03:00:00Z").unwrap().to_utc()
 }
 
-fn run(instance: &str, job: &str, minutes: i64, status: RunStatus) -> Vec<Write> {
+pub(super) fn run(instance: &str, job: &str, minutes: i64, status: RunStatus) -> Vec<Write> {
     let scheduled = t0() + Duration::minutes(minutes);
     let mut w = vec![Write::CreateRun {
         instance: instance.into(),
@@ -222,7 +222,7 @@ fn run(instance: &str, job: &str, minutes: i64, status: RunStatus) -> Vec<Write>
     w
 }
 
-fn result(instance: &str, minion: &str, retcode: Option<i32>) -> Write {
+pub(super) fn result(instance: &str, minion: &str, retcode: Option<i32>) -> Write {
     Write::MinionResult {
         instance: instance.into(),
         minion: minion.into(),
@@ -631,7 +631,19 @@ async fn kill_by_job_name_needs_a_run_in_flight() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.error().contains("no run in flight"));
     let a = api.call(Method::POST, "/kill", Some(OPERATOR), Some(json!({"name": "backup"}))).await;
-    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("job"), "{}", a.error());
+    // As the original README's curl sends it: JSON under the form content type.
+    let form = api
+        .send(
+            Request::post("/kill")
+                .header("authorization", format!("Bearer {OPERATOR}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(r#"{"job": "backup"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::NOT_FOUND, "read as JSON: {}", form.error());
 }
 
 #[tokio::test]
@@ -696,4 +708,18 @@ async fn metrics_need_a_token_and_speak_prometheus() {
     assert!(text.contains("# TYPE saltpeter_run_start_delay_seconds histogram"), "{text}");
     assert!(text.contains("# TYPE saltpeter_agents_connected gauge"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"));
+}
+
+/// Waits (with a deadline) until the audit log has `action`.
+pub(super) async fn wait_for_audit(api: &Api, action: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if api.audit_actions().await.iter().any(|a| a.1 == action && a.0 == "alice") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {action} by alice in the audit log"));
 }

@@ -8,6 +8,9 @@
 //! run) and `{"type":"output","instance","minion","offset","data"}` (new output, from the offset
 //! the client has, as text with invalid UTF-8 replaced).
 //!
+//! The original UI's messages are served on the same socket until the client sends
+//! `{"type":"hello"}` (ours does); see `ws_original`.
+//!
 //! Each connection follows the store on its own, so a slow client only slows itself; output is
 //! sent in bounded pieces and a client that cannot keep up is sent less often, never buffered
 //! without bound.
@@ -24,10 +27,13 @@ use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::State;
 use super::api::{ResultDto, RunDto};
 use super::auth::Viewer;
+use super::{State, ws_original};
 use crate::store::RunFilter;
+
+#[cfg(test)]
+mod tests;
 
 /// How often a connection looks for changes.
 pub(super) const TICK: Duration = Duration::from_millis(500);
@@ -41,7 +47,11 @@ pub(super) fn routes() -> Router<Arc<State>> {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
-    WatchRun { instance: String },
+    /// Our UI says so first: no messages of the original protocol for this connection.
+    Hello,
+    WatchRun {
+        instance: String,
+    },
     UnwatchRun,
 }
 
@@ -56,10 +66,10 @@ enum ServerMessage<'a> {
 
 async fn upgrade(
     AxumState(state): AxumState<Arc<State>>,
-    _: Viewer,
+    Viewer(caller): Viewer,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| session(state, socket))
+    ws.on_upgrade(move |socket| session(state, caller, socket))
 }
 
 /// What the client has been sent.
@@ -71,16 +81,23 @@ struct Sent {
     offsets: HashMap<String, u64>,
 }
 
-async fn session(state: Arc<State>, socket: WebSocket) {
+async fn session(state: Arc<State>, caller: super::Caller, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut watched: Option<String> = None;
     let mut sent = Sent::default();
+    // The original UI's protocol until the client says `hello`.
+    let mut original = Some(ws_original::Session::default());
+    let mut ticks: u64 = 0;
+    if send_value(&mut tx, &ws_original::config(&state)).await.is_err() {
+        return;
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(ClientMessage::Hello) => original = None,
                     Ok(ClientMessage::WatchRun { instance }) => {
                         watched = Some(instance);
                         sent.run = None;
@@ -88,6 +105,12 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                         tick.reset_immediately();
                     }
                     Ok(ClientMessage::UnwatchRun) => watched = None,
+                    Err(_) if original.is_some() && serde_json::from_str::<ws_original::Original>(&text).is_ok() => {
+                        let (Ok(message), Some(session)) = (serde_json::from_str(&text), original.as_mut()) else { continue };
+                        for answer in ws_original::handle(&state, &caller, session, message).await {
+                            if send_value(&mut tx, &answer).await.is_err() { return; }
+                        }
+                    }
                     Err(e) => {
                         let m = ServerMessage::Error { error: format!("unknown message: {e}") };
                         if send(&mut tx, &m).await.is_err() { return; }
@@ -97,6 +120,17 @@ async fn session(state: Arc<State>, socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
             _ = tick.tick() => {
+                ticks += 1;
+                if let Some(session) = original.as_mut() {
+                    let mut out = ws_original::follow(&state, session).await;
+                    // `status` every 2 s, as the original broadcast it.
+                    if ticks % 4 == 1 && let Some(status) = ws_original::status(&state).await {
+                        out.push(status);
+                    }
+                    for message in out {
+                        if send_value(&mut tx, &message).await.is_err() { return; }
+                    }
+                }
                 if update(&state, &mut tx, watched.as_deref(), &mut sent).await.is_err() {
                     return;
                 }
@@ -106,6 +140,10 @@ async fn session(state: Arc<State>, socket: WebSocket) {
 }
 
 type Tx = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send_value(tx: &mut Tx, value: &serde_json::Value) -> Result<(), ()> {
+    tx.send(Message::Text(value.to_string().into())).await.map_err(|_| ())
+}
 
 async fn send(tx: &mut Tx, message: &ServerMessage<'_>) -> Result<(), ()> {
     let text = serde_json::to_string(message).map_err(|_| ())?;

@@ -393,24 +393,29 @@ pub struct JobRecent {
     pub runs: Vec<RunRow>,
 }
 
-/// The newest `per_job` runs of every job (of `job` only, when given), grouped by job.
+/// The newest `per_job` runs of each of `jobs`, grouped by job. One indexed query per job (on
+/// `runs_by_job`), in one read transaction: the cost follows the number of jobs asked for, not the
+/// number of runs stored.
 pub(super) fn recent_runs(
     c: &Connection,
-    job: Option<&str>,
+    jobs: &[String],
     per_job: u32,
 ) -> rusqlite::Result<std::collections::HashMap<String, JobRecent>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {RUN_COLUMNS} FROM (
-             SELECT *, ROW_NUMBER() OVER (PARTITION BY job ORDER BY scheduled_at DESC, created_at DESC) AS n
-             FROM runs WHERE ?1 IS NULL OR job = ?1)
-         WHERE n <= ?2 ORDER BY job, n"
+    let tx = c.unchecked_transaction()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1
+         ORDER BY scheduled_at DESC, created_at DESC, instance DESC LIMIT ?2"
     ))?;
-    let mut out: std::collections::HashMap<String, JobRecent> = std::collections::HashMap::new();
-    let rows = stmt.query_map(params![job, per_job], run_row)?;
-    for row in rows {
-        let row = row?;
-        out.entry(row.job.clone()).or_default().runs.push(row);
+    let mut out = std::collections::HashMap::with_capacity(jobs.len());
+    for job in jobs {
+        let runs =
+            stmt.query_map(params![job, per_job], run_row)?.collect::<Result<Vec<_>, _>>()?;
+        if !runs.is_empty() {
+            out.insert(job.clone(), JobRecent { runs });
+        }
     }
+    drop(stmt);
+    tx.finish()?;
     Ok(out)
 }
 

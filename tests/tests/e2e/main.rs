@@ -2,6 +2,7 @@
 //! share one Salt lab (`Lab::shared()`), started on first use and torn down when the binary exits;
 //! tests that stop the master or a minion start their own with `Lab::start`.
 
+mod api;
 mod cron_differential;
 mod daemon;
 mod dispatch;

@@ -72,7 +72,8 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
     jobs.push_str(&job(
         "nightly-backup",
         "targets: 'minion-*'\ngroup: storage\ndescription: Database dump to object storage\n\
-         command: /usr/local/bin/backup --all\nenv: {DB_PASSWORD: hunter2}",
+         command: 'echo \"dumping $SP_MACHINE_ID\"; if [ \"$SP_MACHINE_ID\" = minion-3 ]; then echo \"disk full\" >&2; exit 2; fi; echo ok'\n\
+         env: {DB_PASSWORD: hunter2, BUCKET: s3://backups}",
     ));
     let extra = format!(
         "saltpeter_config:\n  api_tokens:\n    - {{name: e2e-operator, sha256: {sha256}, role: operator}}\n"
@@ -100,6 +101,7 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
         sidecar.log()
     );
     assert!(stdout.contains("ALL STEPS PASSED"), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
 
     // The same facts, from the run store.
     let colors = sidecar.wait_for_run("colors", Duration::from_secs(60), |_| true);
@@ -116,7 +118,20 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
             "no {action} by e2e-operator in the audit log: {audit:?}"
         );
     }
-    for name in ["login", "jobs", "run-live", "run-killed", "job", "maintenance", "audit"] {
+    let backups = sidecar.finished_runs("nightly-backup");
+    assert_eq!(backups.len(), 2, "{backups:#?}");
+    assert!(backups.iter().all(|r| r.status == "failed"), "{backups:#?}");
+    for name in [
+        "login",
+        "jobs",
+        "run-colors",
+        "run-live",
+        "run-killed",
+        "job",
+        "maintenance",
+        "audit",
+        "runs",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists(), "no screenshot {name}.png");
     }
 }
