@@ -49,6 +49,9 @@ pub struct Options {
     pub heartbeat_timeout: Duration,
     /// How long shutdown waits for tasks to finish.
     pub shutdown_grace: Duration,
+    /// PEM certificate and key: both servers serve TLS (`tls_cert`, `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Logs every diagnostic of a load; true when there was no error.
@@ -148,6 +151,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         .with_context(|| format!("read the config directory {}", options.config_dir.display()))?;
     report(&loaded);
     let settings = &loaded.settings;
+    let tls = crate::tls::acceptor(
+        options.tls_cert.as_deref().or(settings.tls_cert.as_deref()),
+        options.tls_key.as_deref().or(settings.tls_key.as_deref()),
+    )?;
     let engine_settings = EngineSettings {
         logdir: options.logdir.clone().unwrap_or_else(|| settings.logdir.clone()),
         agent_port: options.agent_port.unwrap_or(settings.machines_ws_port),
@@ -163,6 +170,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         heartbeat_timeout: options.heartbeat_timeout,
         default_dispatch: settings.default_dispatch,
         default_lead_time: settings.default_lead_time,
+        agent_tls: tls.is_tls(),
+        agent_ca_file: settings.tls_ca_file.clone().filter(|_| tls.is_tls()),
         ..EngineSettings::default()
     };
     let master =
@@ -195,6 +204,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         .with_context(|| format!("listen for agents on {agent_addr}"))?;
     let agent_addr: SocketAddr =
         listener.local_addr().context("read the agent listener's address")?;
+    let listener = crate::tls::Listener::new(listener, tls.clone());
     let api_listener = if options.api || settings.api_ws {
         let bind = options.api_bind.clone().unwrap_or_else(|| settings.api_ws_bind_addr.clone());
         let addr = format!("{bind}:{}", options.api_port.unwrap_or(settings.api_ws_port));
@@ -268,6 +278,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             reload: Some(api_reload_tx),
             metrics: Some(metrics),
         };
+        let listener = crate::tls::Listener::new(listener, tls.clone()).into_http();
         tasks.spawn(http::serve(listener, state, cancel.child_token()));
     }
     let shared = Arc::new(agents::Shared {
@@ -323,7 +334,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         }
     });
     tasks.close();
-    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, api = ?api_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
+    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, tls = tls.is_tls(), api = ?api_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
 
     shutdown.await;
     info!("Stopping: no new runs; runs in flight resume after a restart.");
