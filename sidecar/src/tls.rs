@@ -31,24 +31,24 @@ pub enum TlsError {
     NoKey(PathBuf),
     #[error("tls_key is set ({0}) but tls_cert is not: set both, or neither")]
     NoCert(PathBuf),
-    #[error("cannot read the TLS {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot read the TLS {what} {path}: {reason}")]
+    Read { what: &'static str, path: PathBuf, reason: String },
     #[error("the TLS certificate file {path} holds no usable PEM certificate{detail}")]
     NoCertificate { path: PathBuf, detail: String },
     #[error("the TLS key file {path} holds no usable PEM private key ({detail})")]
     BadKey { path: PathBuf, detail: String },
-    #[error("the TLS certificate {cert} and key {key} cannot be used together: {source}")]
-    Mismatch { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    #[error("the TLS certificate {cert} and key {key} cannot be used together: {reason}")]
+    Mismatch { cert: PathBuf, key: PathBuf, reason: String },
 }
 
 /// Reads `cert` (a PEM chain, the server's certificate first) and `key` (a PEM private key:
 /// PKCS#8, PKCS#1 or SEC1) into a server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let read = |what: &'static str, path: &Path| {
-        fs_err::read(path).map_err(|e| TlsError::Read {
+        std::fs::read(path).map_err(|e| TlsError::Read {
             what,
             path: path.to_owned(),
-            source: io::Error::new(e.kind(), strip_path(&e)),
+            reason: e.to_string(),
         })
     };
     let cert_pem = read("certificate", cert)?;
@@ -62,19 +62,17 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
     let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError::BadKey { path: key.to_owned(), detail: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mismatch =
-        |source| TlsError::Mismatch { cert: cert.to_owned(), key: key.to_owned(), source };
+    let mismatch = |e: rustls::Error| TlsError::Mismatch {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    };
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(mismatch)?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(mismatch)
-}
-
-/// fs-err's message repeats the path, which ours already names.
-fn strip_path(e: &io::Error) -> String {
-    std::error::Error::source(e).map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 /// The acceptor for the settings: TLS when both files are set, plain when neither is.

@@ -126,3 +126,14 @@ fn errors_name_the_file() {
     let e = acceptor(None, Some(&pki.key)).unwrap_err().to_string();
     assert!(e.contains("tls_cert is not"), "{e}");
 }
+
+#[test]
+fn a_read_error_names_the_file_once() {
+    let e =
+        acceptor(Some(Path::new("/no/such/cert.pem")), Some(Path::new("/no/key.pem"))).unwrap_err();
+    let text = format!("{:#}", anyhow::Error::from(e));
+    assert_eq!(
+        text,
+        "cannot read the TLS certificate /no/such/cert.pem: No such file or directory (os error 2)"
+    );
+}
