@@ -137,3 +137,25 @@ fn a_read_error_names_the_file_once() {
         "cannot read the TLS certificate /no/such/cert.pem: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn agents_dial_wss_when_tls_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let when = "sec: '0'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'";
+    let yaml = format!(
+        "a:\n  {when}\n  command: x\n  targets: y\nb:\n  {when}\n  command: x\n  targets: y\n  saltpeter_server_host: sp.example\n"
+    );
+    std::fs::write(dir.path().join("jobs.yaml"), yaml).unwrap();
+    let loaded = crate::config::load_dir(dir.path(), chrono::Utc::now()).unwrap();
+    assert!(loaded.report.errors.is_empty(), "{:?}", loaded.report.errors);
+    let jobs: Vec<_> = loaded.jobs.values().collect();
+    let mut settings = crate::runs::EngineSettings {
+        agent_port: 8889,
+        default_server_host: "master".into(),
+        ..Default::default()
+    };
+    assert_eq!(settings.agent_url(jobs[0]), "ws://master:8889/");
+    settings.agent_tls = true;
+    assert_eq!(settings.agent_url(jobs[0]), "wss://master:8889/");
+    assert_eq!(settings.agent_url(jobs[1]), "wss://sp.example:8889/");
+}
