@@ -24,17 +24,19 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let dir = tempfile::Builder::new().prefix("sp-tls-").tempdir().unwrap().keep();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let dir = tempfile::Builder::new().prefix("sp-tls-").tempdir().expect("a temp dir").keep();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Saltpeter e2e CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("a CA key"))
+        .expect("the CA");
+    let key = KeyPair::generate().expect("a server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("server params");
+    let cert = params.signed_by(&key, &ca).expect("the server certificate");
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        fs_err::write(&path, text).unwrap();
+        fs_err::write(&path, text).expect("write a PEM file");
         path
     };
     Pki {
@@ -58,8 +60,8 @@ fn job(name: &str, body: &str) -> String {
 
 /// A ureq agent trusting only `ca`.
 fn https_client(ca: &Path) -> ureq::Agent {
-    let pem = fs_err::read(ca).unwrap();
-    let ca = ureq::tls::Certificate::from_pem(&pem).unwrap();
+    let pem = fs_err::read(ca).expect("read the CA");
+    let ca = ureq::tls::Certificate::from_pem(&pem).expect("the CA as PEM");
     let tls = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
         .build();
@@ -74,19 +76,19 @@ fn https_client(ca: &Path) -> ureq::Agent {
 fn handshake(port: u16, ca: &Path) -> Result<usize, String> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots.add(cert.expect("a CA certificate")).expect("a usable CA");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .unwrap()
+        .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client");
     let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
     }
