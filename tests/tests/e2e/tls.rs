@@ -208,3 +208,35 @@ fn a_missing_or_wrong_certificate_stops_the_daemon_naming_the_file() {
     assert!(!status.success(), "{status:?}\n{log}");
     assert!(log.contains("tls_key is not"), "{log}");
 }
+
+#[test]
+fn a_ca_file_missing_on_the_minion_fails_the_run_with_the_agents_error() {
+    let lab = Lab::shared();
+    let pki = pki();
+    let missing = pki.ca.with_file_name("not-on-the-minion.pem");
+    let jobs = [
+        job("tls_noca_coalesced", "targets: minion-3\ncommand: 'echo never'"),
+        job("tls_noca_single", "targets: minion-3\ndispatch: single\ncommand: 'echo never'"),
+    ]
+    .concat();
+    let extra = format!(
+        "saltpeter_config:\n  tls_cert: {}\n  tls_key: {}\n  tls_ca_file: {}\n",
+        pki.cert.display(),
+        pki.key.display(),
+        missing.display()
+    );
+    let sidecar = Sidecar::start_with_config(lab, &jobs, &extra, &[]);
+    for name in ["tls_noca_coalesced", "tls_noca_single"] {
+        let run = sidecar.wait_for_run(name, LIMIT, |r| r.status != "skipped");
+        assert_eq!(run.status, "failed", "{run:#?}");
+        let result = &run.results[0];
+        // The agent refuses before detaching: a failed launch, its error as the reason.
+        assert_eq!(result.retcode, Some(254), "{run:#?}");
+        assert!(!result.output.contains("never"), "{run:#?}");
+        let said = format!("{} {}", result.reason, result.output);
+        assert!(
+            said.contains("SP_CA_FILE") && said.contains("not-on-the-minion.pem"),
+            "the agent's error is in the result: {run:#?}"
+        );
+    }
+}
