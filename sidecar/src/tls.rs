@@ -279,5 +279,30 @@ impl axum::serve::Listener for HttpListener {
     }
 }
 
+/// TLS for the `saltpeter` subcommands that call a daemon's API over `https://`: the CA in
+/// `SALTPETER_CA_FILE` (PEM) when set, else the web's public roots.
+pub fn api_client_tls() -> anyhow::Result<ureq::tls::TlsConfig> {
+    use anyhow::Context as _;
+    let builder = ureq::tls::TlsConfig::builder();
+    let Some(path) = std::env::var_os("SALTPETER_CA_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(builder.build());
+    };
+    let path = PathBuf::from(path);
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("read SALTPETER_CA_FILE {}", path.display()))?;
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("SALTPETER_CA_FILE {} is not PEM", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("SALTPETER_CA_FILE {} holds no PEM certificate", path.display());
+    }
+    Ok(builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build())
+}
+
 #[cfg(test)]
 mod tests;

@@ -42,8 +42,9 @@ pub struct KillArgs {
 }
 
 fn post(url: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let tls = crate::tls::api_client_tls()?;
     let agent: ureq::Agent =
-        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
     let mut request = agent.post(url);
     if let Some(token) = token {
         request = request.header("authorization", &format!("Bearer {token}"));

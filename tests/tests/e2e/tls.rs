@@ -165,6 +165,22 @@ fn agents_connect_over_wss_and_the_api_answers_https_only() {
     assert!(plain.is_err(), "plain http answered: {plain:?}");
     let untrusted = ureq::get(format!("{base}/api/v1/version")).call();
     assert!(untrusted.is_err(), "an untrusted certificate was accepted: {untrusted:?}");
+
+    // The command line reaches it over https with SALTPETER_CA_FILE, and not without.
+    let cli = |ca: Option<&Path>| {
+        let mut cmd = std::process::Command::new(saltpeter_tests::bin("saltpeter"));
+        cmd.args(["run", "tls_single", "--now", "--api", &base]).env_remove("SALTPETER_CA_FILE");
+        if let Some(ca) = ca {
+            cmd.env("SALTPETER_CA_FILE", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = cli(None);
+    assert!(!refused.status.success(), "{refused:?}");
+    let ran = cli(Some(&pki.ca));
+    assert!(ran.status.success(), "{ran:?}");
+    let manual = sidecar.wait_for_run("tls_single", LIMIT, |r| r.trigger == "manual");
+    assert_eq!(manual.status, "succeeded", "{manual:#?}");
 }
 
 #[test]
