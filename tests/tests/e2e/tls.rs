@@ -72,8 +72,9 @@ fn https_client(ca: &Path) -> ureq::Agent {
         .new_agent()
 }
 
-/// A TLS handshake with `port` trusting only `ca`; the server's certificate chain.
-fn handshake(port: u16, ca: &Path) -> Result<usize, String> {
+/// A TLS connection to `port` trusting only `ca`: the length of the server's certificate chain,
+/// and the head of its answer to `request` (up to the blank line), if one is sent.
+fn handshake(port: u16, ca: &Path, request: &[u8]) -> Result<(usize, String), String> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read the CA") {
@@ -92,8 +93,20 @@ fn handshake(port: u16, ca: &Path) -> Result<usize, String> {
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
     }
-    Ok(conn.peer_certificates().map_or(0, <[_]>::len))
+    let chain = conn.peer_certificates().map_or(0, <[_]>::len);
+    let mut head = Vec::new();
+    if !request.is_empty() {
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(request).map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).map_err(|e| e.to_string())? == 1 {
+            head.push(byte[0]);
+        }
+    }
+    Ok((chain, String::from_utf8_lossy(&head).into_owned()))
 }
+
+const WS_UPGRADE: &str = "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 #[test]
 fn agents_connect_over_wss_and_the_api_answers_https_only() {
@@ -130,12 +143,11 @@ fn agents_connect_over_wss_and_the_api_answers_https_only() {
     }
 
     // The agent port: a TLS handshake with the CA succeeds; a plain HTTP request gets no HTTP.
-    assert_eq!(handshake(sidecar.port(), &pki.ca), Ok(1));
+    let (chain, _) = handshake(sidecar.port(), &pki.ca, b"").unwrap();
+    assert_eq!(chain, 1);
     let mut plain = TcpStream::connect(("127.0.0.1", sidecar.port())).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    plain
-        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        .unwrap();
+    plain.write_all(format!("GET / HTTP/1.1\r\n{WS_UPGRADE}").as_bytes()).unwrap();
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
     assert!(!answer.starts_with(b"HTTP/"), "plain ws:// answered: {answer:?}");
@@ -154,6 +166,11 @@ fn agents_connect_over_wss_and_the_api_answers_https_only() {
         .read_to_string()
         .unwrap();
     assert!(runs.contains("succeeded"), "{runs}");
+
+    // The UI's WebSocket upgrades over TLS too (wss:// from a page served over https).
+    let request = format!("GET /ws HTTP/1.1\r\n{WS_UPGRADE}");
+    let (_, head) = handshake(sidecar.api_port(), &pki.ca, request.as_bytes()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
 
     // Plain http on the API port, and https without trusting the CA, are refused.
     let plain = ureq::Agent::config_builder()
