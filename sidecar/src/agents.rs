@@ -8,7 +8,6 @@ mod session;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -48,11 +47,12 @@ pub struct Shared {
 
 /// Accepts agent connections on `listener` until `cancel`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<crate::tls::Listener>,
     shared: Arc<Shared>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let crate::tls::Listener { tcp: listener, acceptor } = listener.into();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -67,10 +67,13 @@ pub async fn serve(
         };
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
         let shared = Arc::clone(&shared);
-        let cancel = cancel.clone();
+        let (cancel, acceptor) = (cancel.clone(), acceptor.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
+            let tcp = match acceptor.accept(tcp).await {
+                Ok(stream) => stream,
+                Err(e) => return debug!(%peer, error = %e, "A TLS handshake failed."),
+            };
             let mut url_token = None;
             // The error type is tungstenite's; it is only built when a handshake is refused.
             #[allow(clippy::result_large_err)]

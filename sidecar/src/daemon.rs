@@ -49,6 +49,9 @@ pub struct Options {
     pub heartbeat_timeout: Duration,
     /// How long shutdown waits for tasks to finish.
     pub shutdown_grace: Duration,
+    /// PEM certificate and key: both servers serve TLS (`tls_cert`, `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Logs every diagnostic of a load; true when there was no error.
@@ -112,12 +115,13 @@ async fn file_reloads_with_api(
 }
 
 /// SIGHUP reloads the configuration, as the API's reload does, and logs what it changed.
-async fn reload_on_sighup(reload: mpsc::Sender<http::ReloadRequest>, cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        warn!("Cannot listen for SIGHUP; reload with the API or by editing the files.");
-        return;
-    };
+/// `hangups` is registered when the daemon starts, so a SIGHUP that comes early is held, not
+/// fatal (its default action ends the process).
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    reload: mpsc::Sender<http::ReloadRequest>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -144,10 +148,17 @@ async fn reload_on_sighup(reload: mpsc::Sender<http::ReloadRequest>, cancel: Can
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|e| warn!(error = %e, "Cannot listen for SIGHUP; reload with the API or by editing the files."))
+        .ok();
     let loaded = config::load_dir(&options.config_dir, Utc::now())
         .with_context(|| format!("read the config directory {}", options.config_dir.display()))?;
     report(&loaded);
     let settings = &loaded.settings;
+    let tls = crate::tls::acceptor(
+        options.tls_cert.as_deref().or(settings.tls_cert.as_deref()),
+        options.tls_key.as_deref().or(settings.tls_key.as_deref()),
+    )?;
     let engine_settings = EngineSettings {
         logdir: options.logdir.clone().unwrap_or_else(|| settings.logdir.clone()),
         agent_port: options.agent_port.unwrap_or(settings.machines_ws_port),
@@ -163,6 +174,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         heartbeat_timeout: options.heartbeat_timeout,
         default_dispatch: settings.default_dispatch,
         default_lead_time: settings.default_lead_time,
+        agent_tls: tls.is_tls(),
+        agent_ca_file: settings.tls_ca_file.clone().filter(|_| tls.is_tls()),
         ..EngineSettings::default()
     };
     let master =
@@ -195,6 +208,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         .with_context(|| format!("listen for agents on {agent_addr}"))?;
     let agent_addr: SocketAddr =
         listener.local_addr().context("read the agent listener's address")?;
+    let listener = crate::tls::Listener::new(listener, tls.clone());
     let api_listener = if options.api || settings.api_ws {
         let bind = options.api_bind.clone().unwrap_or_else(|| settings.api_ws_bind_addr.clone());
         let addr = format!("{bind}:{}", options.api_port.unwrap_or(settings.api_ws_port));
@@ -255,7 +269,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(Arc::new(merged.jobs.clone()));
     let access = http::Access::new(&merged.settings);
     let (api_reload_tx, api_reloads) = mpsc::channel::<http::ReloadRequest>(4);
-    tasks.spawn(reload_on_sighup(api_reload_tx.clone(), cancel.child_token()));
+    if let Some(hangups) = hangups {
+        tasks.spawn(reload_on_sighup(hangups, api_reload_tx.clone(), cancel.child_token()));
+    }
     if let Some(listener) = api_listener {
         let state = http::State {
             runs: runs.clone(),
@@ -268,6 +284,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             reload: Some(api_reload_tx),
             metrics: Some(metrics),
         };
+        let listener = crate::tls::Listener::new(listener, tls.clone()).into_http();
         tasks.spawn(http::serve(listener, state, cancel.child_token()));
     }
     let shared = Arc::new(agents::Shared {
@@ -324,7 +341,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         }
     });
     tasks.close();
-    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, api = ?api_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
+    info!(version = env!("CARGO_PKG_VERSION"), jobs, agents = %agent_addr, tls = tls.is_tls(), api = ?api_addr, state_dir = %options.state_dir.display(), "Saltpeter is running.");
 
     shutdown.await;
     info!("Stopping: no new runs; runs in flight resume after a restart.");

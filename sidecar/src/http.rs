@@ -31,7 +31,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -115,8 +114,13 @@ async fn metrics(
     }
 }
 
-/// Serves the API on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToken) {
+/// Serves the API on `listener` (a `TcpListener`, or TLS: `crate::tls::HttpListener`) until
+/// `cancel`.
+pub async fn serve<L>(listener: L, state: State, cancel: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt as _;
     if !state.access.has_tokens() {
         warn!(
             "No api_tokens configured: the HTTP API and UI answer loopback callers only. \
@@ -124,8 +128,9 @@ pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToke
         );
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) =
-        axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+    if let Err(e) = axum::serve(listener.tap_io(|_| ()), app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
     {
         warn!(error = %e, "The HTTP API stopped.");
     }

@@ -20,3 +20,4 @@ pub mod salt;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;
+pub mod tls;

@@ -59,12 +59,23 @@ pub struct EngineSettings {
     pub default_dispatch: Option<crate::config::Dispatch>,
     /// `default_lead_time`: how long before its instant a coalesced run is published.
     pub default_lead_time: Duration,
+    /// Agents dial `wss://` (the agent server serves TLS; crate::tls), trusting
+    /// `agent_ca_file` (`SP_CA_FILE`, a path on the minions) when set.
+    pub agent_tls: bool,
+    pub agent_ca_file: Option<String>,
 }
 
 impl EngineSettings {
     /// How `job`'s runs reach its minions.
     pub fn mode(&self, job: &crate::config::Job) -> DispatchMode {
         mode_of(job, self.default_dispatch, &self.default_wrapper_path)
+    }
+
+    /// The URL `job`'s agents dial (`ws://` or `wss://`), without a query.
+    pub fn agent_url(&self, job: &crate::config::Job) -> String {
+        let host = job.saltpeter_server_host.as_deref().unwrap_or(&self.default_server_host);
+        let scheme = if self.agent_tls { "wss" } else { "ws" };
+        format!("{scheme}://{host}:{}/", self.agent_port)
     }
 }
 
@@ -82,6 +93,8 @@ impl Default for EngineSettings {
             output_cap: 64 << 20,
             default_dispatch: None,
             default_lead_time: Duration::from_secs(2),
+            agent_tls: false,
+            agent_ca_file: None,
         }
     }
 }

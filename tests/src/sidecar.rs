@@ -60,22 +60,7 @@ impl Sidecar {
     pub fn start_with_config(lab: &Lab, jobs: &str, extra: &str, flags: &[&str]) -> Sidecar {
         // Fixed ports, so that a restarted daemon is where its agents reconnect.
         let (port, api_port) = (free_port(), free_port());
-        let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
-        let config_dir = dir.join("conf");
-        let state_dir = dir.join("state");
-        let logdir = dir.join("logs");
-        fs_err::create_dir_all(&config_dir).expect("create the config dir");
-        let agent = bin("saltpeter-agent");
-        let settings = format!(
-            "saltpeter_config:\n  logdir: {}\n  machines_ws_bind_addr: 127.0.0.1\n  default_saltpeter_server_host: 127.0.0.1\n  default_wrapper_path: {}\n",
-            logdir.display(),
-            agent.display()
-        );
-        fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
-        fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
-        if !extra.is_empty() {
-            fs_err::write(config_dir.join("01-extra.yaml"), extra).expect("write extra config");
-        }
+        let (dir, config_dir, state_dir, logdir) = prepare(jobs, extra);
         let log_file = dir.join("sidecar.log");
         let ports = [port, api_port];
         let child = spawn(&lab.master_config, &config_dir, &state_dir, ports, flags, &log_file);
@@ -93,6 +78,22 @@ impl Sidecar {
         };
         sidecar.wait_running(1);
         sidecar
+    }
+
+    /// Starts the daemon as `start_with_config` does, for a configuration it must refuse:
+    /// waits up to `limit` for it to exit, and returns its exit status and its log.
+    pub fn start_expecting_exit(
+        lab: &Lab,
+        extra: &str,
+        flags: &[&str],
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let (dir, config_dir, state_dir, _) = prepare("", extra);
+        let log_file = dir.join("sidecar.log");
+        let ports = [free_port(), free_port()];
+        let mut child = spawn(&lab.master_config, &config_dir, &state_dir, ports, flags, &log_file);
+        let status = wait_until("the sidecar to exit", limit, || child.try_wait().ok().flatten());
+        (status, fs_err::read_to_string(&log_file).unwrap_or_default())
     }
 
     fn wait_running(&self, starts: usize) {
@@ -158,6 +159,11 @@ impl Sidecar {
             .arg(format!("http://127.0.0.1:{}", self.api_port))
             .output()
             .expect("run saltpeter")
+    }
+
+    /// The port of the daemon's HTTP API and UI.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
     }
 
     /// The base URL of the daemon's HTTP API and UI.
@@ -241,6 +247,28 @@ impl Sidecar {
             self.finished_runs(job).into_iter().find(|r| accept(r))
         })
     }
+}
+
+/// A fresh directory with the config (settings pointing at the workspace's agent, `jobs`, and
+/// `extra` as `01-extra.yaml`); returns it and its `conf`, `state` and `logs` paths.
+fn prepare(jobs: &str, extra: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::Builder::new().prefix("sidecar-").tempdir().expect("a temp dir").keep();
+    let config_dir = dir.join("conf");
+    let state_dir = dir.join("state");
+    let logdir = dir.join("logs");
+    fs_err::create_dir_all(&config_dir).expect("create the config dir");
+    let agent = bin("saltpeter-agent");
+    let settings = format!(
+        "saltpeter_config:\n  logdir: {}\n  machines_ws_bind_addr: 127.0.0.1\n  default_saltpeter_server_host: 127.0.0.1\n  default_wrapper_path: {}\n",
+        logdir.display(),
+        agent.display()
+    );
+    fs_err::write(config_dir.join("00-settings.yaml"), settings).expect("write settings");
+    fs_err::write(config_dir.join("jobs.yaml"), jobs).expect("write jobs");
+    if !extra.is_empty() {
+        fs_err::write(config_dir.join("01-extra.yaml"), extra).expect("write extra config");
+    }
+    (dir, config_dir, state_dir, logdir)
 }
 
 fn spawn(

@@ -15,7 +15,6 @@ use saltpeter_protocol::{
     Manifest, Nack, NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError, ServerErrorCode,
     ServerMessage, SyncResponse, Timestamp,
 };
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,7 +44,7 @@ struct RunState {
 
 #[instrument(skip_all, fields(peer = %peer, minion = field::Empty, run = field::Empty))]
 pub(super) async fn serve(
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<crate::tls::Stream>,
     peer: SocketAddr,
     url_token: Option<String>,
     shared: Arc<Shared>,

@@ -64,8 +64,9 @@ fn send(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<String> {
+    let tls = crate::tls::api_client_tls()?;
     let agent: ureq::Agent =
-        ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
     let auth = token.map(|t| format!("Bearer {t}"));
     let result = match (method, body) {
         ("GET", _) => {

@@ -54,6 +54,12 @@ pub struct Args {
     /// Seconds of silence from an agent before its run counts as lost (253).
     #[arg(long, env = "SALTPETER_HEARTBEAT_TIMEOUT", default_value_t = 15)]
     pub heartbeat_timeout: u64,
+    /// PEM certificate chain for TLS on the API and agent ports (`tls_cert`).
+    #[arg(long, env = "SALTPETER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for it (`tls_key`).
+    #[arg(long, env = "SALTPETER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -80,6 +86,8 @@ pub async fn run(
         response_deadline: Duration::from_secs(args.response_deadline),
         heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout),
         shutdown_grace: Duration::from_secs(10),
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     daemon::run(options, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -67,6 +67,7 @@ raw_struct!(
         default_dispatch, default_lead_time,
         api_tokens, api_cors_origins,
         pillar, pillar_minion, pillar_refresh,
+        tls_cert, tls_key, tls_ca_file,
     }
 );
 

@@ -52,6 +52,13 @@ pub struct Settings {
     pub pillar_minion: Option<String>,
     /// How often the pillar is read again without an event.
     pub pillar_refresh: std::time::Duration,
+    /// PEM certificate chain and private key: both set = the API and the agent WebSocket serve
+    /// TLS, and agents dial `wss://` (crate::tls).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The CA file agents verify the sidecar with (`SP_CA_FILE`, a path on the minions);
+    /// `None` = the minions' system roots.
+    pub tls_ca_file: Option<String>,
 }
 
 /// What a token may do; each role may do what the ones before it may.
@@ -115,6 +122,9 @@ impl Default for Settings {
             pillar: true,
             pillar_minion: None,
             pillar_refresh: std::time::Duration::from_secs(60),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -256,6 +266,16 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
         } else {
             s.pillar_refresh = every;
         }
+    }
+    for (value, key, into) in
+        [(&raw.tls_cert, "tls_cert", &mut s.tls_cert), (&raw.tls_key, "tls_key", &mut s.tls_key)]
+    {
+        if let Some(path) = v.string_opt(value, key) {
+            *into = Some(PathBuf::from(path)).filter(|p| !p.as_os_str().is_empty());
+        }
+    }
+    if let Some(path) = v.string_opt(&raw.tls_ca_file, "tls_ca_file") {
+        s.tls_ca_file = Some(path).filter(|p| !p.is_empty());
     }
     match &raw.timezone {
         None | Some(Value::Null) => {}

@@ -121,8 +121,7 @@ pub(super) fn plan(
     for p in pending {
         let wrapper =
             p.job.wrapper_path.clone().unwrap_or_else(|| settings.default_wrapper_path.clone());
-        let host = p.job.saltpeter_server_host.as_deref().unwrap_or(&settings.default_server_host);
-        let url = format!("ws://{host}:{}/", settings.agent_port);
+        let url = settings.agent_url(&p.job);
         let manifests = by_agent.entry((wrapper, url, p.scheduled, p.path)).or_default();
         let entry = entry(&p.job, &p.instance, p.scheduled);
         for minion in p.minions {
@@ -184,9 +183,13 @@ fn entry(job: &Job, instance: &str, scheduled: Option<DateTime<Utc>>) -> Manifes
 
 /// The command Salt runs on every minion of a dispatch. Salt renders `{{ grains['id'] }}` on
 /// each minion (`template: jinja`), so the agent knows which minion's manifest to ask for.
-fn command_line(planned: &Planned) -> String {
+/// With TLS and `tls_ca_file`, `SP_CA_FILE` tells the agent which CA to trust.
+fn command_line(planned: &Planned, ca_file: Option<&str>) -> String {
+    let ca = ca_file
+        .map(|ca| format!("SP_CA_FILE={} ", super::dispatch::shell_quote(ca)))
+        .unwrap_or_default();
     format!(
-        "SP_MACHINE_ID={{{{ grains['id'] }}}} exec {} dispatch --url {} --dispatch {} --token {}",
+        "SP_MACHINE_ID={{{{ grains['id'] }}}} {ca}exec {} dispatch --url {} --dispatch {} --token {}",
         super::dispatch::shell_quote(&planned.wrapper),
         super::dispatch::shell_quote(&planned.url),
         super::dispatch::shell_quote(planned.id.as_str()),
@@ -206,7 +209,7 @@ pub(super) fn publish(
     let minions: Vec<&str> = planned.manifests.keys().map(String::as_str).collect();
     // As `cmd=`: a first argument of the form `NAME=...` would be read by Salt as a keyword.
     let publish = Publish::new(Target::list(&minions), "cmd.run")
-        .kwarg("cmd", command_line(planned))
+        .kwarg("cmd", command_line(planned, deps.settings.agent_ca_file.as_deref()))
         .kwarg("template", "jinja")
         .kwarg("python_shell", true);
     let id = planned.id.clone();
@@ -293,9 +296,12 @@ mod tests {
         let p = &planned[0];
         assert_eq!(p.manifests.len(), 3);
         assert!(p.manifests.values().all(|e| e.len() == 3));
-        let line = command_line(p);
+        let line = command_line(p, None);
         assert!(line.contains("dispatch --url") && line.contains(p.id.as_str()), "{line}");
         assert!(!line.contains("echo a"), "no job content in the publish: {line}");
+        assert!(!line.contains("SP_CA_FILE"), "{line}");
+        let with_ca = command_line(p, Some("/etc/saltpeter/ca.pem"));
+        assert!(with_ca.contains("SP_CA_FILE='/etc/saltpeter/ca.pem' exec "), "{with_ca}");
     }
 
     #[test]

@@ -77,8 +77,7 @@ pub(super) fn resolve(
 /// The `SP_*` environment of one minion's run, plus the job's own `env`.
 fn agent_env(deps: &Deps, job: &Job, instance: &str, minion: &str, token: &Token) -> Value {
     let settings = &deps.settings;
-    let host = job.saltpeter_server_host.as_deref().unwrap_or(&settings.default_server_host);
-    let url = format!("ws://{host}:{}/?token={}", settings.agent_port, token.as_str());
+    let url = format!("{}?token={}", settings.agent_url(job), token.as_str());
     let mut env: Vec<(String, String)> =
         job.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut set = |var: EnvVar, value: String| env.push((var.name().to_owned(), value));
@@ -90,6 +89,9 @@ fn agent_env(deps: &Deps, job: &Job, instance: &str, minion: &str, token: &Token
     set(EnvVar::Token, token.as_str().to_owned());
     set(EnvVar::Timeout, job.timeout.map_or(0, |t| t.as_secs()).to_string());
     set(EnvVar::AllowOverlap, job.allow_overlap.to_string());
+    if let Some(ca) = &settings.agent_ca_file {
+        set(EnvVar::CaFile, ca.clone());
+    }
     if let Some(cwd) = &job.cwd {
         set(EnvVar::Cwd, cwd.clone());
     }

@@ -16,6 +16,7 @@ fn sighup_reloads_the_config_and_the_daemon_keeps_running() {
         let log = sidecar.log();
         log.contains("SIGHUP reload done").then_some(log)
     });
+    // (On a timeout, `wait_until` panics; the daemon's log is in the sidecar's directory.)
     assert!(log.contains("SIGHUP: reloading the configuration"), "{log}");
     // SIGHUP's default action would have ended the process.
     assert!(sidecar.is_running(), "the daemon exited on SIGHUP:\n{log}");

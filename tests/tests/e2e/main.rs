@@ -13,4 +13,5 @@ mod reactor;
 mod runner;
 mod runs;
 mod salt_client;
+mod tls;
 mod ui;
