@@ -345,6 +345,15 @@ pub(super) async fn run_job(
     caller: &super::Caller,
     job: &str,
 ) -> Result<DateTime<Utc>, ApiError> {
+    // Global maintenance pauses new runs; a manual one is refused rather than recorded as skipped.
+    if state.maintenance.snapshot().effective.global {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "global maintenance is on: {job:?} was not started (end the maintenance first)"
+            ),
+        ));
+    }
     match state.scheduler.run_now(JobName::new(job)).await {
         Ok(scheduled) => {
             record(state, caller, "run", job.to_owned()).await;

@@ -599,9 +599,12 @@ async fn maintenance_is_set_merged_with_the_files_ended_and_audited() {
     let view = api.get("/api/v1/maintenance").await.json();
     assert_eq!(view["entries"].as_array().unwrap().len(), 2);
 
-    // Global, then ended.
+    // Global, then ended. While it is on, a manual run is refused, and nothing is audited for it.
     let g = post(json!({"scope": "global", "why": "freeze"})).await.json();
     assert_eq!(api.get("/api/v1/maintenance").await.json()["effective"]["global"], true);
+    let refused = api.call(Method::POST, "/api/v1/jobs/backup/run", Some(OPERATOR), None).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.error().contains("global maintenance"), "{}", refused.error());
     let uri = format!("/api/v1/maintenance/{}", g["id"]);
     let a = api.call(Method::DELETE, &uri, Some(OPERATOR), None).await;
     assert_eq!(a.status, StatusCode::OK);
