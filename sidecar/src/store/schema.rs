@@ -151,6 +151,13 @@ const MIGRATIONS: &[&str] = &[
     // 5: what /metrics follows: runs as they finish, and runs skipped at creation.
     "CREATE INDEX IF NOT EXISTS runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
      CREATE INDEX IF NOT EXISTS runs_skipped ON runs (created_at) WHERE status = 'skipped';",
+    // 6: listing order. Runs are listed newest first by (scheduled_at, created_at, instance);
+    // with only `scheduled_at` indexed, every run sharing the newest instant (a burst: thousands
+    // of jobs due at one second) had to be read and sorted for one page.
+    "DROP INDEX runs_by_time;
+     CREATE INDEX runs_by_order ON runs (scheduled_at, created_at);
+     DROP INDEX runs_by_job;
+     CREATE INDEX runs_by_job ON runs (job, scheduled_at, created_at);",
 ];
 
 /// The schema version this build writes.
