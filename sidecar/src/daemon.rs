@@ -81,25 +81,26 @@ fn export_settings(settings: &config::Settings, options: &Options) -> config::Se
     s
 }
 
-/// Forwards the file watcher's reloads, and reloads asked through the API (answered with what
-/// they changed in the files), to `out` (the pillar merge).
+/// Forwards the file watcher's reloads, and reloads asked through the API or SIGHUP (answered
+/// with what they changed in the files; they also read the pillar again), to `out` (the pillar
+/// merge).
 async fn file_reloads_with_api(
     config_dir: PathBuf,
     mut last: Loaded,
     mut watched: mpsc::Receiver<config::Reloaded>,
     mut api: mpsc::Receiver<http::ReloadRequest>,
-    out: mpsc::Sender<config::Reloaded>,
+    out: mpsc::Sender<(config::Reloaded, bool)>,
 ) {
     loop {
-        let reloaded = tokio::select! {
+        let (reloaded, asked) = tokio::select! {
             r = watched.recv() => match r {
-                Some(r) => r,
+                Some(r) => (r, false),
                 None => return,
             },
             Some(reply) = api.recv() => match http::reload_now(&config_dir, &last).await {
                 Ok(r) => {
                     let _ = reply.send(Ok(http::ReloadOutcome::of(&r)));
-                    r
+                    (r, true)
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -108,7 +109,7 @@ async fn file_reloads_with_api(
             },
         };
         last = reloaded.loaded.clone();
-        if out.send(reloaded).await.is_err() {
+        if out.send((reloaded, asked)).await.is_err() {
             return;
         }
     }

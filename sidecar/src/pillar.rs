@@ -86,6 +86,7 @@ impl Pillar {
     /// Reads the pillar; on failure keeps what the last good read gave.
     async fn refresh(&mut self, salt: &SaltClient) {
         let minion = self.minion();
+        debug!(minion, "Reading the pillar.");
         match read(salt, &minion).await {
             Ok(fresh) if fresh.errors.is_empty() => {
                 if self.read.as_ref() != Some(&fresh) {
@@ -106,12 +107,13 @@ impl Pillar {
         }
     }
 
-    /// Forwards file reloads merged with the pillar, and pillar changes, until `cancel`.
+    /// Forwards file reloads merged with the pillar, and pillar changes, until `cancel`. A file
+    /// reload that comes with `true` (asked for: SIGHUP, the API) also reads the pillar again.
     pub fn follow(
         mut self,
         tasks: &TaskTracker,
         salt: Arc<SaltClient>,
-        mut file_reloads: mpsc::Receiver<Reloaded>,
+        mut file_reloads: mpsc::Receiver<(Reloaded, bool)>,
         cancel: CancellationToken,
     ) -> mpsc::Receiver<Reloaded> {
         let (out, reloads) = mpsc::channel(8);
@@ -127,7 +129,7 @@ impl Pillar {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     reload = file_reloads.recv() => {
-                        let Some(reload) = reload else { return };
+                        let Some((reload, read_pillar)) = reload else { return };
                         let minion_before = self.minion();
                         self.files = reload.loaded;
                         if self.files.settings.pillar && self.minion() != minion_before {
@@ -137,7 +139,7 @@ impl Pillar {
                             every = self.files.settings.pillar_refresh;
                             tick = Instant::now() + every;
                         }
-                        if self.files.settings.pillar && self.read.is_none() {
+                        if self.files.settings.pillar && (read_pillar || self.read.is_none()) {
                             pending = Some(Instant::now());
                         }
                     }
