@@ -256,6 +256,10 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
             last.insert(name.clone(), at);
         }
     }
+    // From the wall clock, not the scheduler's (ahead by the lead time), so that no slot in the
+    // lead window is passed over at start. Known gap: such a slot reaches the engine up to the
+    // lead time "late", so a job whose `catch_up_window` is shorter than its lead time treats it
+    // as missed (its `catch_up` decides).
     let table = JobTable::resume(merged.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler = scheduler::spawn(&tasks, table, clock, due_tx, cancel.child_token());

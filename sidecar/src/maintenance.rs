@@ -265,12 +265,15 @@ impl Task {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
+            // The view is published before the answer, so whoever asked reads the change.
             Command::Start { entry, reply } => {
                 let result = self.start(entry).await;
+                self.publish();
                 let _ = reply.send(result);
             }
             Command::End { id, who, reply } => {
                 let result = self.end(id, &who).await;
+                self.publish();
                 let _ = reply.send(result);
             }
             Command::File(file) => self.snapshot.file = file,
