@@ -24,9 +24,14 @@ fn runner(fun: &str, args: &[&str]) -> (bool, Value) {
     (out.status.success(), answer)
 }
 
+/// The runner finds the sidecar through one file of the shared lab's master config, so the tests
+/// that point it at their own sidecar take turns.
+static MASTER_CONFIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Starts a sidecar whose job `manual` never fires by itself, syncs the runner and points the
-/// master config's `saltpeter_api` at the sidecar's API.
-fn sidecar_for_the_runner() -> Sidecar {
+/// master config's `saltpeter_api` at the sidecar's API. Holds the master config until dropped.
+fn sidecar_for_the_runner() -> (std::sync::MutexGuard<'static, ()>, Sidecar) {
+    let turn = MASTER_CONFIG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = salt_native_lab();
     let jobs = "saltpeter_config:\n  pillar: false\nmanual:\n  min: 0\n  hour: 0\n  dom: 1\n  mon: 1\n  dow: '*'\n  year: 2099\n  targets: minion-1\n  command: 'echo by-runner; exit 4'\n";
     let sidecar = Sidecar::start(&lab.lab, jobs);
@@ -48,12 +53,12 @@ fn sidecar_for_the_runner() -> Sidecar {
         .expect("write saltpeter_api into master.d");
     let out = lab.lab.salt_run(&["saltutil.sync_runners"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    sidecar
+    (turn, sidecar)
 }
 
 #[test]
 fn run_status_and_history_work_against_a_live_sidecar() {
-    let _sidecar = sidecar_for_the_runner();
+    let (_turn, _sidecar) = sidecar_for_the_runner();
 
     let (ok, answer) = runner("run", &["name=manual"]);
     assert!(ok, "{answer}");
@@ -84,7 +89,7 @@ fn run_status_and_history_work_against_a_live_sidecar() {
 
 #[test]
 fn jobs_kill_and_maintenance_work_against_a_live_sidecar() {
-    let _sidecar = sidecar_for_the_runner();
+    let (_turn, _sidecar) = sidecar_for_the_runner();
     let (ok, answer) = runner("jobs", &[]);
     assert!(ok && answer["manual"].is_object(), "{answer}");
 
