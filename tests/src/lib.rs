@@ -13,3 +13,16 @@ pub use lab::{Lab, LabConfig};
 pub use paths::{repo_root, venv_python};
 pub use sidecar::{MinionResult, RunRecord, Sidecar};
 pub use wait::wait_until;
+
+/// A job's YAML that fires every `every` seconds, with `body` (one `key: value` a line) added.
+pub fn job_every(name: &str, every: u32, body: &str) -> String {
+    let mut yaml = format!(
+        "{name}:\n  sec: '*/{every}'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n"
+    );
+    for line in body.lines() {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}

@@ -186,15 +186,7 @@ async fn update(
         let Ok(chunks) = state.store.output(instance, &r.minion, from, OUTPUT_SLICE).await else {
             continue;
         };
-        let mut data = Vec::new();
-        let mut next = from;
-        for c in chunks {
-            let skip = usize::try_from(next.saturating_sub(c.offset))
-                .unwrap_or(usize::MAX)
-                .min(c.data.len());
-            data.extend_from_slice(&c.data[skip..]);
-            next = next.max(c.offset + c.data.len() as u64);
-        }
+        let (mut data, mut next) = stitch(chunks, from);
         // A character split between two reads is sent whole with the next one.
         if let Err(e) = std::str::from_utf8(&data)
             && e.error_len().is_none()
@@ -221,4 +213,18 @@ async fn update(
         sent.run = Some(json);
     }
     Ok(())
+}
+
+/// The bytes of `chunks` from offset `from` on (the first chunk may start before it), and the
+/// offset after them.
+pub(super) fn stitch(chunks: Vec<crate::store::OutputChunk>, from: u64) -> (Vec<u8>, u64) {
+    let mut data = Vec::new();
+    let mut next = from;
+    for c in chunks {
+        let skip =
+            usize::try_from(next.saturating_sub(c.offset)).unwrap_or(usize::MAX).min(c.data.len());
+        data.extend_from_slice(&c.data[skip..]);
+        next = next.max(c.offset + c.data.len() as u64);
+    }
+    (data, next)
 }

@@ -233,15 +233,7 @@ pub(super) async fn follow(state: &State, session: &mut Session) -> Vec<Value> {
                 && let Ok(chunks) =
                     state.store.output(&run.instance, &r.minion, from, 256 << 10).await
             {
-                let mut data = Vec::new();
-                let mut next = from;
-                for c in chunks {
-                    let skip = usize::try_from(next.saturating_sub(c.offset))
-                        .unwrap_or(usize::MAX)
-                        .min(c.data.len());
-                    data.extend_from_slice(&c.data[skip..]);
-                    next = next.max(c.offset + c.data.len() as u64);
-                }
+                let (data, next) = super::ws::stitch(chunks, from);
                 out.push(json!({"type": "output_chunk", "cron": job, "machine": r.minion,
                     "chunk": String::from_utf8_lossy(&data), "position": from,
                     "total_length": r.output_bytes, "is_complete": r.retcode.is_some() && next >= r.output_bytes}));

@@ -30,15 +30,7 @@ fn once(name: &str, at: DateTime<Utc>, body: &str) -> String {
 
 /// A job every `every` seconds.
 fn every(name: &str, every: u32, body: &str) -> String {
-    let mut yaml = format!(
-        "{name}:\n  sec: '*/{every}'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n"
-    );
-    for line in body.lines() {
-        yaml.push_str("  ");
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
-    yaml
+    saltpeter_tests::job_every(name, every, body)
 }
 
 /// `salt-run state.event` printing every event of the lab's master bus, one `tag\tjson` line

@@ -46,16 +46,9 @@ fn pki() -> Pki {
     }
 }
 
+/// A job every 5 seconds.
 fn job(name: &str, body: &str) -> String {
-    let mut yaml = format!(
-        "{name}:\n  sec: '*/5'\n  min: '*'\n  hour: '*'\n  dom: '*'\n  mon: '*'\n  dow: '*'\n"
-    );
-    for line in body.lines() {
-        yaml.push_str("  ");
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
-    yaml
+    saltpeter_tests::job_every(name, 5, body)
 }
 
 /// A ureq agent trusting only `ca`.
