@@ -229,11 +229,13 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let output_cap = engine_settings.output_cap;
     let jobs_now: Vec<_> = merged.jobs.values().cloned().collect();
     let clock = runs::scheduler_clock(&engine_settings, &jobs_now);
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(registry.clone())));
     let deps = Deps {
         salt: Arc::clone(&salt),
         store: store.clone(),
         registry: registry.clone(),
         settings: engine_settings,
+        metrics: metrics.dispatch(),
     };
     let runs = runs::spawn(&tasks, deps, jobs_now, due_rx, cancel.child_token());
     // Runtime maintenance (API) merged with the files' and the pillar's; the engine gets the
@@ -257,13 +259,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         }
     }
     // From the wall clock, not the scheduler's (ahead by the lead time), so that no slot in the
-    // lead window is passed over at start. Known gap: such a slot reaches the engine up to the
-    // lead time "late", so a job whose `catch_up_window` is shorter than its lead time treats it
-    // as missed (its `catch_up` decides).
+    // lead window is passed over at start; the table measures lateness by the wall clock too
+    // (`Clock::ahead`), so such a slot is on time whatever the job's `catch_up_window`.
     let table = JobTable::resume(merged.jobs.values().cloned(), &last, Utc::now());
     let jobs = table.len();
     let scheduler = scheduler::spawn(&tasks, table, clock, due_tx, cancel.child_token());
-    let metrics = Arc::new(crate::metrics::Metrics::new(Some(registry.clone())));
     crate::metrics::spawn(
         &tasks,
         Arc::clone(&metrics),

@@ -6,7 +6,11 @@
 //! Salt event bus) are read at scrape time or followed on their `watch`.
 //!
 //! Per-minion failures carry a `minion` label; past [`MINION_LABELS`] distinct minions the rest
-//! are counted under `minion="other"`, so a large fleet cannot blow up the series count.
+//! are counted under `minion="other"`, so a large fleet cannot blow up the series count. The
+//! per-minion clock skew (read from the agent registry at scrape time) has the same limit.
+//!
+//! Dispatch figures (`DispatchMetrics`) are counted by the run engine as it publishes: Salt
+//! publishes by mode and per firing, and pre-armed minion runs armed in time or fallen back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -56,6 +60,78 @@ struct MinionLabel {
     minion: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    /// `coalesced`, `single` or `legacy`.
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabel {
+    /// `armed` (the agent confirmed it before the instant) or `fallback` (it had not fetched
+    /// its manifest by the instant, and was dispatched the ordinary way).
+    outcome: String,
+}
+
+/// The dispatch figures the run engine counts as it publishes (a clone shares the series).
+#[derive(Clone)]
+pub struct DispatchMetrics {
+    publishes: Family<ModeLabel, Counter>,
+    per_firing: Histogram,
+    prearmed: Family<ArmLabel, Counter>,
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        DispatchMetrics {
+            publishes: Family::default(),
+            per_firing: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            prearmed: Family::default(),
+        }
+    }
+}
+
+impl DispatchMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dispatch_publishes",
+            "Salt publishes made to start runs, by dispatch mode",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "dispatch_publishes_per_firing",
+            "Coalesced Salt publishes made for the runs due at one instant",
+            self.per_firing.clone(),
+        );
+        registry.register(
+            "prearmed_minion_runs",
+            "Pre-armed minion runs: armed in time, or fallen back to an ordinary dispatch",
+            self.prearmed.clone(),
+        );
+    }
+
+    /// `n` Salt publishes of `mode` (`coalesced`, `single`, `legacy`).
+    pub fn published(&self, mode: &str, n: u64) {
+        self.publishes.get_or_create(&ModeLabel { mode: mode.to_owned() }).inc_by(n);
+    }
+
+    /// One firing (an engine turn's flush) made `n` coalesced publishes.
+    pub fn firing(&self, n: usize) {
+        #[allow(clippy::cast_precision_loss)] // a count of publishes
+        self.per_firing.observe(n as f64);
+    }
+
+    /// A pre-armed minion run armed in time.
+    pub fn armed(&self) {
+        self.prearmed.get_or_create(&ArmLabel { outcome: "armed".to_owned() }).inc();
+    }
+
+    /// `n` pre-armed minion runs that fell back.
+    pub fn fell_back(&self, n: u64) {
+        self.prearmed.get_or_create(&ArmLabel { outcome: "fallback".to_owned() }).inc_by(n);
+    }
+}
+
 type Histograms = Family<JobLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -76,8 +152,10 @@ pub struct Metrics {
     agents: Gauge,
     bus_reconnects: Counter,
     bus_up: Gauge,
-    /// The agent registry, read at scrape time.
+    /// The agent registry, read at scrape time (sessions, clock skews).
     sessions: Option<crate::agents::Registry>,
+    dispatch: DispatchMetrics,
+    skew: Family<MinionLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -125,6 +203,14 @@ impl Metrics {
         );
         let bus_up = Gauge::default();
         registry.register("salt_bus_up", "1 while the Salt event bus is connected", bus_up.clone());
+        let dispatch = DispatchMetrics::default();
+        dispatch.register(&mut registry);
+        let skew = Family::<MinionLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "minion_clock_skew_seconds",
+            "Each minion's clock minus the sidecar's, from its agent's last hello (minions past the label limit: the largest skew among them, as other)",
+            skew.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -138,6 +224,27 @@ impl Metrics {
             bus_reconnects,
             bus_up,
             sessions,
+            dispatch,
+            skew,
+        }
+    }
+
+    /// The handles the run engine counts its publishes with.
+    pub fn dispatch(&self) -> DispatchMetrics {
+        self.dispatch.clone()
+    }
+
+    /// Sets the skew gauges: the first [`MINION_LABELS`] minions (by id) by name, the rest as
+    /// `other` (the largest skew among them).
+    fn set_skews(&self, skews: &[(String, i64)]) {
+        #[allow(clippy::cast_precision_loss)] // milliseconds of clock skew
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let (named, rest) = skews.split_at(skews.len().min(MINION_LABELS));
+        for (minion, ms) in named {
+            self.skew.get_or_create(&MinionLabel { minion: minion.clone() }).set(secs(*ms));
+        }
+        if let Some((_, ms)) = rest.iter().max_by_key(|(_, ms)| ms.unsigned_abs()) {
+            self.skew.get_or_create(&MinionLabel { minion: "other".to_owned() }).set(secs(*ms));
         }
     }
 
@@ -145,6 +252,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(sessions) = &self.sessions {
             self.agents.set(i64::try_from(sessions.sessions()).unwrap_or(i64::MAX));
+            self.set_skews(&sessions.skews());
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -349,5 +457,31 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn dispatch_figures_and_skews_are_exposed_with_the_label_limit() {
+        let m = Metrics::new(None);
+        let d = m.dispatch();
+        d.published("coalesced", 2);
+        d.firing(2);
+        d.armed();
+        d.fell_back(3);
+        let mut skews: Vec<(String, i64)> =
+            (0..MINION_LABELS + 2).map(|i| (format!("m{i:04}"), 10)).collect();
+        skews.push(("zz".to_owned(), -1500));
+        m.set_skews(&skews);
+        let text = m.render();
+        for line in [
+            "saltpeter_dispatch_publishes_total{mode=\"coalesced\"} 2",
+            "saltpeter_dispatch_publishes_per_firing_count 1",
+            "saltpeter_prearmed_minion_runs_total{outcome=\"armed\"} 1",
+            "saltpeter_prearmed_minion_runs_total{outcome=\"fallback\"} 3",
+            "saltpeter_minion_clock_skew_seconds{minion=\"m0000\"} 0.01",
+            "saltpeter_minion_clock_skew_seconds{minion=\"other\"} -1.5",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert_eq!(text.matches("saltpeter_minion_clock_skew_seconds{").count(), MINION_LABELS + 1);
     }
 }

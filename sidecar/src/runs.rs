@@ -194,6 +194,8 @@ pub struct Deps {
     pub store: StoreHandle,
     pub registry: Registry,
     pub settings: EngineSettings,
+    /// Publishes per firing and mode, pre-armed runs armed or fallen back.
+    pub metrics: crate::metrics::DispatchMetrics,
 }
 
 /// Starts the engine on `tasks`. It takes `Due`s from `due` until it is cancelled, then records
@@ -243,6 +245,10 @@ struct LeadClock {
 impl crate::scheduler::Clock for LeadClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc::now() + self.ahead
+    }
+
+    fn ahead(&self) -> chrono::Duration {
+        self.ahead
     }
 }
 

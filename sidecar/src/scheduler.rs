@@ -36,6 +36,12 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Where "now" comes from: the system clock in the daemon, a fake one in tests.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// How far this clock runs ahead of the wall clock on purpose (the daemon's runs it ahead
+    /// by the lead time, so that slots reach the engine early enough to be pre-armed).
+    fn ahead(&self) -> chrono::Duration {
+        chrono::Duration::zero()
+    }
 }
 
 /// The system's wall clock.
@@ -152,6 +158,8 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> SchedulerHandle {
     let (tx, rx) = mpsc::channel(64);
+    let mut table = table;
+    table.set_ahead(clock.ahead());
     tasks.spawn(run(table, clock, rx, due, cancel));
     SchedulerHandle { tx }
 }

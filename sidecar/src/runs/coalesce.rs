@@ -8,7 +8,7 @@
 //! master's job cache or the `salt/job/*/new` events. Salt's return of the launch on a minion
 //! stands for every run of the dispatch on that minion.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -91,10 +91,10 @@ pub(super) struct Planned {
     pub token: Token,
     pub wrapper: String,
     pub url: String,
-    pub scheduled: Option<DateTime<Utc>>,
-    pub path: &'static str,
-    /// Per minion: the manifest entries (each names its instance).
+    /// Per minion: the manifest entries (each names its instance and, pre-armed, its instant).
     pub manifests: BTreeMap<String, Vec<ManifestEntry>>,
+    /// What the store records as each instance's path (`coalesced`, `pre-armed`, `fallback`).
+    pub paths: HashMap<String, &'static str>,
 }
 
 impl Planned {
@@ -107,29 +107,49 @@ impl Planned {
             })
             .collect()
     }
+
+    /// The pre-armed instances (their entries name an instant to start at).
+    fn armed(&self) -> HashSet<String> {
+        self.manifests
+            .values()
+            .flatten()
+            .filter(|e| e.scheduled.is_some())
+            .map(|e| e.job_instance.as_str().to_owned())
+            .collect()
+    }
+
+    /// The earliest instant a pre-armed entry starts at: a minion whose agent has not fetched
+    /// its manifest by then falls back to an ordinary dispatch. `None`: nothing is armed.
+    pub(super) fn armed_at(&self) -> Option<DateTime<Utc>> {
+        self.manifests.values().flatten().filter_map(|e| e.scheduled.map(|t| t.0)).min()
+    }
 }
 
-/// Groups this turn's launches into publishes: by agent (wrapper path, server URL), arming
-/// instant, and set of minions.
+/// Groups this turn's launches into publishes: by agent (wrapper path, server URL) and set of
+/// minions. Runs that start at once and runs armed for an instant share a publish (each
+/// manifest entry carries its own instant): two publishes of the same agent to one minion in
+/// the same instant are what this avoids.
 pub(super) fn plan(
     pending: Vec<Pending>,
     settings: &EngineSettings,
     counter: &mut u64,
 ) -> Vec<Planned> {
-    type Key = (String, String, Option<DateTime<Utc>>, &'static str);
+    type Key = (String, String);
     let mut by_agent: BTreeMap<Key, BTreeMap<String, Vec<ManifestEntry>>> = BTreeMap::new();
+    let mut paths = HashMap::new();
     for p in pending {
         let wrapper =
             p.job.wrapper_path.clone().unwrap_or_else(|| settings.default_wrapper_path.clone());
         let url = settings.agent_url(&p.job);
-        let manifests = by_agent.entry((wrapper, url, p.scheduled, p.path)).or_default();
+        let manifests = by_agent.entry((wrapper, url)).or_default();
         let entry = entry(&p.job, &p.instance, p.scheduled);
+        paths.insert(p.instance.clone(), p.path);
         for minion in p.minions {
             manifests.entry(minion).or_default().push(entry.clone());
         }
     }
     let mut planned = Vec::new();
-    for ((wrapper, url, scheduled, path), manifests) in by_agent {
+    for ((wrapper, url), manifests) in by_agent {
         // Minions with the same runs share a publish; in practice (jobs targeting the same
         // fleet) that is one publish for the whole instant.
         let mut by_set: BTreeMap<Vec<String>, BTreeMap<String, Vec<ManifestEntry>>> =
@@ -150,14 +170,21 @@ pub(super) fn plan(
             *counter += 1;
             let id =
                 DispatchId::new(format!("d-{}-{}", Utc::now().format("%Y%m%dT%H%M%S"), counter));
+            let paths = manifests
+                .values()
+                .flatten()
+                .filter_map(|e| {
+                    let instance = e.job_instance.as_str();
+                    paths.get(instance).map(|p| (instance.to_owned(), *p))
+                })
+                .collect();
             planned.push(Planned {
                 id,
                 token: Token::new(format!("{:032x}", rand::random::<u128>())),
                 wrapper: wrapper.clone(),
                 url: url.clone(),
-                scheduled,
-                path,
                 manifests,
+                paths,
             });
         }
     }
@@ -214,15 +241,21 @@ pub(super) fn publish(
         .kwarg("python_shell", true);
     let id = planned.id.clone();
     // A pre-armed launch that failed is not final: the minion did not arm, and is dispatched
-    // the ordinary way at the instant (the engine's fallback).
-    let armed = planned.scheduled.is_some();
+    // the ordinary way at the instant (the engine's fallback). Only the runs that start at
+    // once take a failure as their result.
+    let armed = planned.armed();
     tasks.spawn(async move {
         tracing::debug!(dispatch = %id, minions = runs.len(), "Publishing a coalesced dispatch.");
         let report = |minion: &str, retcode: i32, output: String| {
             let instances = runs.get(minion).cloned().unwrap_or_default();
             let (inbox, minion) = (inbox.clone(), minion.to_owned());
+            let failed = retcode != 0;
+            let armed = &armed;
             async move {
                 for instance in instances {
+                    if failed && armed.contains(&instance) {
+                        continue;
+                    }
                     let input = Input::LaunchReturned { retcode, output: output.clone() };
                     let command = Command::Minion { instance, minion: minion.clone(), input };
                     if inbox.send(command).await.is_err() {
@@ -232,10 +265,10 @@ pub(super) fn publish(
             }
         };
         match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
-            Err(e) if armed => {
-                tracing::warn!(dispatch = %id, error = %e, "A pre-armed publish failed; its minions fall back at the instant.");
-            }
             Err(e) => {
+                if !armed.is_empty() {
+                    tracing::warn!(dispatch = %id, error = %e, "A pre-armed publish failed; its minions fall back at the instant.");
+                }
                 let output = format!("Salt could not publish the dispatch: {e}");
                 for minion in runs.keys() {
                     report(minion, 255, output.clone()).await;
@@ -245,9 +278,8 @@ pub(super) fn publish(
                 while let Some(update) = run.next().await {
                     if let JobUpdate::Return(r) = update {
                         let (retcode, output) = super::dispatch::launch_return(&r);
-                        if armed && retcode != 0 {
+                        if !armed.is_empty() && retcode != 0 {
                             tracing::warn!(dispatch = %id, minion = %r.id.as_str(), retcode, output, "A pre-armed launch failed; the minion falls back at the instant.");
-                            continue;
                         }
                         report(r.id.as_str(), retcode, output).await;
                     }
@@ -302,6 +334,23 @@ mod tests {
         assert!(!line.contains("SP_CA_FILE"), "{line}");
         let with_ca = command_line(p, Some("/etc/saltpeter/ca.pem"));
         assert!(with_ca.contains("SP_CA_FILE='/etc/saltpeter/ca.pem' exec "), "{with_ca}");
+    }
+
+    #[test]
+    fn a_run_starting_now_and_one_armed_on_the_same_minion_share_a_publish() {
+        // At a restart: a catch-up run (at once) and the on-time slot (pre-armed) of another
+        // job, flushed in the same turn: one publish, each entry with its own instant.
+        let settings = EngineSettings::default();
+        let mut n = 0;
+        let at = Utc::now() + chrono::Duration::seconds(2);
+        let armed = Pending { scheduled: Some(at), path: "pre-armed", ..pending("b", &["m1"]) };
+        let planned = plan(vec![pending("a", &["m1"]), armed], &settings, &mut n);
+        assert_eq!(planned.len(), 1);
+        let p = &planned[0];
+        assert_eq!(p.manifests["m1"].len(), 2);
+        assert_eq!(p.armed_at(), Some(at));
+        assert_eq!(p.armed(), HashSet::from(["b_1".to_owned()]));
+        assert_eq!((p.paths["a_1"], p.paths["b_1"]), ("coalesced", "pre-armed"));
     }
 
     #[test]

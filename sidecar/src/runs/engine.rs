@@ -475,6 +475,7 @@ impl Engine {
                 let skew = self.deps.registry.skew(&key.minion);
                 active.recorder.minion_path(&key.minion, "armed", skew).await;
                 active.recorder.minion_armed(&key.minion).await;
+                self.deps.metrics.armed();
                 let wait = (scheduled - Utc::now()).to_std().unwrap_or_default();
                 Input::AgentArmed { start_at: now + wait }
             }
@@ -582,6 +583,9 @@ impl Engine {
                         launches.push((minion, token));
                     }
                     let launch = if path == "legacy" { dispatch::legacy } else { dispatch::launch };
+                    // Legacy: one publish for the run; single: one per minion.
+                    let publishes = if path == "legacy" { 1 } else { launches.len() };
+                    self.deps.metrics.published(path, u64::try_from(publishes).unwrap_or(u64::MAX));
                     launch(
                         &self.tasks,
                         Arc::clone(&self.deps),

@@ -31,6 +31,10 @@ pub struct JobTable {
     queue: BTreeMap<DateTime<Utc>, HashSet<JobName>>,
     /// Jobs whose slot `take_first` emitted and whose next slot `advance` has yet to compute.
     taken: Vec<(JobName, DateTime<Utc>, Emitted)>,
+    /// How far the scheduler's clock runs ahead of the wall clock (the daemon's lead time):
+    /// lateness is measured by the wall clock, so a slot of the lead window taken at start is
+    /// on time, whatever its `catch_up_window`.
+    ahead: chrono::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,16 @@ impl JobTable {
             table.insert(job, from);
         }
         table
+    }
+
+    /// Sets how far the clock the table is driven by runs ahead of the wall clock.
+    pub fn set_ahead(&mut self, ahead: chrono::Duration) {
+        self.ahead = ahead.max(chrono::Duration::zero());
+    }
+
+    /// How late `at` is at `now` (the scheduler's clock), by the wall clock.
+    fn late(&self, now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+        (now - self.ahead - at).to_std().unwrap_or_default()
     }
 
     fn insert(&mut self, job: Arc<Job>, from: DateTime<Utc>) {
@@ -171,10 +185,10 @@ impl JobTable {
             }
             let (at, names) = entry.remove_entry();
             due.reserve(names.len());
+            let late = self.late(now, at);
             for name in names {
                 let Some(e) = self.entries.get_mut(&name) else { continue };
                 e.next = None;
-                let late = (now - at).to_std().unwrap_or_default();
                 let window = e.job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
                 let emitted = if late <= window {
                     due.push(Due {
@@ -208,13 +222,12 @@ impl JobTable {
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Due> {
         let mut due = Vec::new();
         for (name, first, emitted) in std::mem::take(&mut self.taken) {
-            let Some(entry) = self.entries.get_mut(&name) else { continue };
-            let job = entry.job.clone();
+            let Some(job) = self.entries.get(&name).map(|e| e.job.clone()) else { continue };
             let window = job.catch_up_window.unwrap_or(DEFAULT_LATE_WINDOW);
             let mut missed = if emitted == Emitted::Missed { vec![first] } else { Vec::new() };
             let mut slot = job.schedule.next_after(first);
             while let Some(s) = slot.filter(|s| *s <= now) {
-                let late = (now - s).to_std().unwrap_or_default();
+                let late = self.late(now, s);
                 if late <= window {
                     due.push(Due {
                         job: job.clone(),
@@ -228,9 +241,11 @@ impl JobTable {
                 slot = job.schedule.next_after(s);
             }
             if !missed.is_empty() {
-                catch_up(&job, &missed, now, &mut due);
+                catch_up(&job, &missed, now - self.ahead, &mut due);
             }
-            entry.next = slot;
+            if let Some(entry) = self.entries.get_mut(&name) {
+                entry.next = slot;
+            }
             if let Some(s) = slot {
                 self.enqueue(s, name);
             }

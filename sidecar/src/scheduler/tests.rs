@@ -125,6 +125,20 @@ fn resume_replays_missed_slots_by_policy() {
 }
 
 #[test]
+fn a_slot_of_the_lead_window_at_resume_is_on_time_whatever_the_window() {
+    // The daemon's clock runs 3 s ahead (lead time); the job's window is 1 s. Resumed at
+    // 00:00:09 (wall), the timer takes the 00:00:10 slot at 00:00:12 by its clock (00:00:09
+    // by the wall): on time, not missed; the 00:00:05 slot passed while down is caught up.
+    let yaml = job("j", "*/5", "  catch_up: latest\n  catch_up_window: 1\n");
+    let last = [(JobName::new("j"), at("2026-01-01T00:00:00Z"))].into_iter().collect();
+    let mut t = JobTable::resume(jobs(&yaml).into_values(), &last, at("2026-01-01T00:00:09Z"));
+    t.set_ahead(chrono::Duration::seconds(3));
+    let due = slots(&t.take_due(at("2026-01-01T00:00:12Z")));
+    let s = |t: &str, tr, l| ("j".to_string(), t.to_string(), tr, l);
+    assert_eq!(due, [s("00:00:05", Trigger::CatchUp, 4), s("00:00:10", Trigger::Schedule, 0)]);
+}
+
+#[test]
 fn reload_reschedules_only_what_changed_and_never_repeats_a_slot() {
     let mut t = JobTable::new(
         jobs(&[job("a", "0", ""), job("b", "30", "")].concat()).into_values(),

@@ -222,6 +222,13 @@ fn instant_of(instance: &str) -> i64 {
     instance.rsplit('_').next().and_then(|s| s.parse().ok()).expect("an instance id")
 }
 
+/// The value of the `/metrics` series `series` (name and labels, as printed), if present.
+fn metric(sidecar: &Sidecar, series: &str) -> Option<f64> {
+    let url = format!("{}/metrics", sidecar.api_url());
+    let text = ureq::get(&url).call().ok()?.into_body().read_to_string().ok()?;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn build_binaries() {
     saltpeter_tests::bin("saltpeter");
     saltpeter_tests::bin("saltpeter-agent");
@@ -248,6 +255,18 @@ fn pre_armed_runs_start_at_their_instant_never_before() {
     }
     for (minion, path, _) in paths(&sidecar, &run.instance) {
         assert_eq!(path, "armed", "{minion} was armed before the instant");
+    }
+    // One firing, one coalesced publish for the 3 minions, 3 minion runs armed in time, and
+    // each minion's clock skew (the lab's minions share this host's clock: well under 1 s).
+    let coalesced = "saltpeter_dispatch_publishes_total{mode=\"coalesced\"}";
+    assert_eq!(metric(&sidecar, coalesced), Some(1.0));
+    assert_eq!(metric(&sidecar, "saltpeter_dispatch_publishes_per_firing_sum"), Some(1.0));
+    let armed = "saltpeter_prearmed_minion_runs_total{outcome=\"armed\"}";
+    assert_eq!(metric(&sidecar, armed), Some(3.0));
+    for minion in ["minion-1", "minion-2", "minion-3"] {
+        let skew = format!("saltpeter_minion_clock_skew_seconds{{minion=\"{minion}\"}}");
+        let value = metric(&sidecar, &skew).unwrap_or(f64::NAN);
+        assert!(value.abs() < 1.0, "{skew} = {value}");
     }
 }
 
@@ -319,6 +338,12 @@ fn a_minion_that_cannot_arm_falls_back_and_still_runs() {
     );
     let recorded = paths(&sidecar, &run.instance);
     assert_eq!(recorded[0].1, "fallback", "{recorded:?}");
+    // Two coalesced publishes (the pre-armed one, then the fallback) and one fallen back.
+    let coalesced = "saltpeter_dispatch_publishes_total{mode=\"coalesced\"}";
+    assert_eq!(metric(&sidecar, coalesced), Some(2.0));
+    let fell_back = "saltpeter_prearmed_minion_runs_total{outcome=\"fallback\"}";
+    assert_eq!(metric(&sidecar, fell_back), Some(1.0));
+    assert_eq!(metric(&sidecar, "saltpeter_prearmed_minion_runs_total{outcome=\"armed\"}"), None);
 }
 
 #[test]

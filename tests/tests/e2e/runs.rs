@@ -309,30 +309,61 @@ fn a_stopped_agent_is_heartbeat_lost_253() {
 #[test]
 fn catch_up_latest_runs_once_for_the_slots_missed_while_down() {
     let lab = Lab::shared();
+    // The default path (coalesced, pre-armed), with a lead time of 4 s: the window (1 s) is
+    // shorter, yet the slot inside the lead window when the sidecar starts is on time, not
+    // missed. At the restart the catch-up run and that slot are due together: they must not
+    // run at once (no overlap) nor go out as two publishes to minion-1 in one instant.
     let jobs = job(
         "caught",
-        // The window is longer than the default lead time (2 s, plus the scheduler's 1 s): a slot
-        // in the lead window when the sidecar starts is on time, not missed.
-        // `dispatch: single`: catch-up is the scheduler's, whatever the dispatch path. Known bug
-        // (issue 10): at the restart the catch-up run and the on-time pre-armed slot go out as two
-        // coalesced publishes to minion-1 in the same millisecond, and the agent of one of them
-        // never connects (254).
-        "targets: minion-1\ncommand: 'echo caught'\ncatch_up: latest\ncatch_up_window: 4\ndispatch: single",
+        "targets: minion-1\ncommand: 'echo caught'\ncatch_up: latest\ncatch_up_window: 1\nlead_time: 4",
     );
     let mut sidecar = Sidecar::start(lab, &jobs);
     sidecar.wait_for_run("caught", LIMIT, |r| r.status == "succeeded");
     sidecar.kill_and_restart_after(|| {
-        // Down long enough for at least two slots (every 5 s) to pass.
+        // Down long enough for at least two slots (every 5 s) to pass, and restarted about
+        // 4.3 s before a slot: it is inside the lead window (4 s, plus 1 s to resolve) when
+        // the sidecar, started in a few hundred milliseconds to a few seconds, resumes.
         let down_since = std::time::Instant::now();
-        wait_until("two slots to pass while the sidecar is down", LIMIT, || {
-            (down_since.elapsed() >= Duration::from_secs(11)).then_some(())
+        wait_until("two slots to pass, then the start of a cycle", LIMIT, || {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+            let in_cycle = now.as_millis() % 5000;
+            (down_since.elapsed() >= Duration::from_secs(11) && (500..900).contains(&in_cycle))
+                .then_some(())
         });
     });
+    // When it said it was running (it resumed its schedule just before).
+    let restarted_at = sidecar
+        .log()
+        .lines()
+        .filter(|l| l.contains("Saltpeter is running"))
+        .last()
+        .and_then(|l| chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok())
+        .map(|t| u64::try_from(t.timestamp()).unwrap_or(0))
+        .expect("the restarted sidecar's start in its log");
     let caught_up = sidecar.wait_for_run("caught", LIMIT, |r| r.trigger == "catch-up");
     assert_eq!(caught_up.status, "succeeded", "{caught_up:#?}");
-    let catch_ups =
-        sidecar.all_runs("caught").into_iter().filter(|r| r.trigger == "catch-up").count();
+    assert!(slot_of(&caught_up) < restarted_at, "a slot missed while down: {caught_up:#?}");
+    // The first slot after the restart ran on schedule (it was in the lead window at start).
+    let first_after = (restarted_at / 5 + 1) * 5;
+    let on_time = sidecar.wait_for_run("caught", LIMIT, |r| slot_of(r) == first_after);
+    assert_eq!(
+        (on_time.trigger.as_str(), on_time.status.as_str()),
+        ("schedule", "succeeded"),
+        "{on_time:#?}"
+    );
+    let runs = sidecar.all_runs("caught");
+    let catch_ups = runs.iter().filter(|r| r.trigger == "catch-up").count();
     assert_eq!(catch_ups, 1, "latest: one run for all the missed slots");
+    let lost: Vec<_> = runs
+        .iter()
+        .filter(|r| r.results.iter().any(|m| m.retcode.is_some_and(|c| c != 0)))
+        .collect();
+    assert!(lost.is_empty(), "no run ends with a launch failure: {lost:#?}");
+}
+
+/// The slot of a run, in Unix seconds, from its instance id (`<job>_<unix seconds>[.n]`).
+fn slot_of(run: &saltpeter_tests::RunRecord) -> u64 {
+    run.instance.rsplit('_').next().and_then(|s| s.split('.').next()?.parse().ok()).unwrap_or(0)
 }
 
 /// Pids of the agent daemons serving `instance` (their environment names it).

@@ -2,7 +2,7 @@
 //! the instant when pre-armed), the runs' coalesced launches of one turn become Salt publishes,
 //! and at a pre-armed instant the minions that did not arm fall back to an ordinary dispatch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,11 +64,21 @@ impl Engine {
     async fn start_dues(&mut self, batch: Vec<Due>) {
         let now = Utc::now();
         let mut started = Vec::new();
+        // Jobs with a run started earlier in this batch (a catch-up and the on-time slot of
+        // the same job, at a restart): overlap applies between them as with a run in flight.
+        let mut in_batch: HashSet<crate::config::JobName> = HashSet::new();
         for due in batch {
             let early = due.trigger != Trigger::Manual
                 && due.scheduled > now + chrono::Duration::milliseconds(100);
-            if early && !due.job.allow_overlap && self.running(&due.job) {
-                self.held.push((due.scheduled, due));
+            let in_batch_too = !due.job.allow_overlap && in_batch.contains(&due.job.name);
+            let overlaps = in_batch_too || (!due.job.allow_overlap && self.running(&due.job));
+            if overlaps && (early || in_batch_too) {
+                // Decided at its instant (pre-armed), and not before a moment has passed when
+                // the other run is of this batch (a catch-up at a restart is quick to go, and
+                // the slot then runs after it).
+                let grace = if in_batch_too { now + super::FALLBACK_GRACE } else { now };
+                let at = if early { due.scheduled.max(grace) } else { grace };
+                self.held.push((at, due));
                 continue;
             }
             let armed_at = early.then_some(due.scheduled);
@@ -82,7 +92,7 @@ impl Engine {
             let trigger = due.trigger;
             let skip = if self.maintenance.global {
                 Some("global maintenance is on".to_owned())
-            } else if !due.job.allow_overlap && self.running(&due.job) {
+            } else if overlaps {
                 Some("the previous run of this job is still running (overlap)".to_owned())
             } else {
                 None
@@ -92,6 +102,7 @@ impl Engine {
                 info!(job = %due.job.name, instance, why, "Run skipped.");
                 continue;
             }
+            in_batch.insert(due.job.name.clone());
             started.push((due, instance, recorder, armed_at));
         }
         // Every slot is durable before anything is dispatched.
@@ -213,6 +224,7 @@ impl Engine {
                     if !run.active().any(|m| m == minion) {
                         continue;
                     }
+                    self.deps.metrics.fell_back(1);
                     self.pending.push(coalesce::Pending {
                         instance,
                         job: Arc::clone(&active.job),
@@ -238,19 +250,23 @@ impl Engine {
         if pending.is_empty() {
             return;
         }
-        for planned in coalesce::plan(pending, &self.deps.settings, &mut self.dispatches) {
+        let plan = coalesce::plan(pending, &self.deps.settings, &mut self.dispatches);
+        self.deps.metrics.firing(plan.len());
+        self.deps.metrics.published("coalesced", u64::try_from(plan.len()).unwrap_or(u64::MAX));
+        for planned in plan {
             let runs = planned.runs();
             let mut count = 0;
             for (minion, instances) in &runs {
                 for instance in instances {
                     count += 1;
                     if let Some(active) = self.runs.get_mut(instance) {
+                        let path = planned.paths.get(instance).copied().unwrap_or("coalesced");
                         active.recorder.minion_launched(minion, planned.token.as_str()).await;
-                        active.recorder.minion_path(minion, planned.path, None).await;
+                        active.recorder.minion_path(minion, path, None).await;
                     }
                 }
             }
-            if let Some(at) = planned.scheduled {
+            if let Some(at) = planned.armed_at() {
                 // A publish squeezed late into its lead window (a slow target resolution) gets
                 // at least the time an agent needs to start before its minions fall back: a
                 // second publish then would only come later than the first.
