@@ -24,7 +24,7 @@ pub use diff::JobDiff;
 pub use job::{BatchSize, CatchUp, Dispatch, Job, JobName, TargetType, Threshold, WrapperLogLevel};
 pub use load::{Loaded, load_dir, reload};
 pub use pillar::{JOBS_KEY, MAINTENANCE_KEY, PillarConfig, with_pillar};
-pub use settings::{ApiToken, Maintenance, Role, Settings};
+pub use settings::{ApiToken, Maintenance, MinionDispatch, MinionMode, Role, Settings};
 pub use watch::{Reloaded, WatchOptions, watch};
 
 /// The file and YAML line a diagnostic is about.

@@ -175,6 +175,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
         heartbeat_timeout: options.heartbeat_timeout,
         default_dispatch: settings.default_dispatch,
         default_lead_time: settings.default_lead_time,
+        minion_dispatch: settings.minion_dispatch.clone(),
         agent_tls: tls.is_tls(),
         agent_ca_file: settings.tls_ca_file.clone().filter(|_| tls.is_tls()),
         ..EngineSettings::default()

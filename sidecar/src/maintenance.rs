@@ -1,14 +1,15 @@
 //! Runtime maintenance: entries set through the API (the whole fleet, one minion, or a Salt target
 //! expression), each with who set it, why and until when, kept in the store so they survive a
 //! restart, and merged with the files' `saltpeter_maintenance` into the one `config::Maintenance`
-//! the run engine matches minion ids against.
+//! the run engine matches minion ids against. An entry of the files' (or pillar's) `machines`
+//! that is a Salt target expression rather than an id (`is_expression`) is resolved the same way.
 //!
 //! One task owns the entries. A target expression is resolved to minion ids through Salt when the
 //! entry is set and again every [`REFRESH`], so minions that join a matching group are covered;
 //! expired entries fall out at their `until`. Every change publishes a new [`Snapshot`] on a
 //! `watch` channel; the daemon hands its `effective` value to the engine.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,10 +108,25 @@ pub enum MaintenanceError {
 }
 
 enum Command {
-    Start { entry: NewEntry, reply: oneshot::Sender<Result<Entry, MaintenanceError>> },
-    End { id: i64, who: String, reply: oneshot::Sender<Result<Entry, MaintenanceError>> },
+    Start {
+        entry: NewEntry,
+        reply: oneshot::Sender<Result<Entry, MaintenanceError>>,
+    },
+    End {
+        id: i64,
+        who: String,
+        reply: oneshot::Sender<Result<Entry, MaintenanceError>>,
+    },
     File(Maintenance),
-    Resolved { id: i64, minions: Vec<String> },
+    Resolved {
+        id: i64,
+        minions: Vec<String>,
+    },
+    /// A target expression of the files' `machines` resolved to these minions.
+    FileResolved {
+        expr: String,
+        minions: Vec<String>,
+    },
 }
 
 /// Talks to the maintenance task; cheap to clone.
@@ -180,8 +196,15 @@ pub async fn spawn(
     let snapshot = Snapshot { effective: merge(&file, &entries), file, entries };
     let (view_tx, view) = watch::channel(Arc::new(snapshot.clone()));
     let (tx, rx) = mpsc::channel(64);
-    let task =
-        Task { store, salt, snapshot, view: view_tx, inbox: tx.clone(), tasks: tasks.clone() };
+    let task = Task {
+        store,
+        salt,
+        snapshot,
+        view: view_tx,
+        inbox: tx.clone(),
+        tasks: tasks.clone(),
+        file_targets: BTreeMap::new(),
+    };
     tasks.spawn(task.run(rx, cancel));
     Ok(MaintenanceHandle { tx, view })
 }
@@ -239,6 +262,15 @@ struct Task {
     view: watch::Sender<Arc<Snapshot>>,
     inbox: mpsc::Sender<Command>,
     tasks: TaskTracker,
+    /// The target expressions among the files' `machines`, with the minions each matched at
+    /// its last resolution.
+    file_targets: BTreeMap<String, Vec<String>>,
+}
+
+/// Whether an entry of the files' `machines` is a Salt target expression rather than a minion
+/// id: a glob (`web-*`, `db-[12]`), a compound expression (`G@os:Debian and web*`), or a list.
+pub fn is_expression(machine: &str) -> bool {
+    machine.contains(['*', '?', '[', '@', ',', ' '])
 }
 
 impl Task {
@@ -276,7 +308,17 @@ impl Task {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Command::File(file) => self.snapshot.file = file,
+            Command::File(file) => {
+                self.snapshot.file = file;
+                let file = &self.snapshot.file;
+                self.file_targets.retain(|expr, _| file.machines.contains(expr));
+                self.resolve_file();
+            }
+            Command::FileResolved { expr, minions } => {
+                if self.snapshot.file.machines.contains(&expr) {
+                    self.file_targets.insert(expr, minions);
+                }
+            }
             Command::Resolved { id, minions } => {
                 if let Some(e) = self.snapshot.entries.iter_mut().find(|e| e.id == id) {
                     e.minions = Some(minions);
@@ -357,7 +399,11 @@ impl Task {
     }
 
     fn publish(&mut self) {
-        self.snapshot.effective = merge(&self.snapshot.file, &self.snapshot.entries);
+        // The files' expressions count as the minions they matched.
+        let mut file = self.snapshot.file.clone();
+        file.machines.retain(|m| !is_expression(m));
+        file.machines.extend(self.file_targets.values().flatten().cloned());
+        self.snapshot.effective = merge(&file, &self.snapshot.entries);
         let changed = **self.view.borrow() != self.snapshot;
         if changed {
             self.view.send_replace(Arc::new(self.snapshot.clone()));
@@ -367,6 +413,32 @@ impl Task {
     fn resolve_all(&self) {
         for e in &self.snapshot.entries {
             self.resolve(e);
+        }
+        self.resolve_file();
+    }
+
+    /// Resolves the target expressions of the files' `machines` (as a compound target, which
+    /// takes globs, lists and `G@`-style matchers) in tasks of their own.
+    fn resolve_file(&self) {
+        let Some(salt) = self.salt.clone() else { return };
+        for expr in self.snapshot.file.machines.iter().filter(|m| is_expression(m)) {
+            let (salt, expr, inbox) = (salt.clone(), expr.clone(), self.inbox.clone());
+            self.tasks.spawn(async move {
+                let target = Target::new(expr.clone(), TargetType::Compound);
+                match salt.publish(&Publish::new(target, "test.ping")).await {
+                    Ok(published) => {
+                        let minions =
+                            published.minions.iter().map(|m| m.as_str().to_owned()).collect();
+                        let _ = inbox.send(Command::FileResolved { expr, minions }).await;
+                    }
+                    Err(crate::salt::ClientError::NoMinions(_)) => {
+                        let _ = inbox.send(Command::FileResolved { expr, minions: Vec::new() }).await;
+                    }
+                    Err(e) => {
+                        warn!(target = %expr, error = %e, "Cannot resolve a maintenance target of the config files; keeping its last resolution.");
+                    }
+                }
+            });
         }
     }
 
@@ -435,6 +507,16 @@ mod tests {
         let global = merge(&file, &[entry(4, Scope::Global, Some(vec![]))]);
         assert!(global.global);
         assert!(merge(&Maintenance { global: true, machines: vec![] }, &[]).global);
+    }
+
+    #[test]
+    fn machines_that_are_target_expressions_are_told_from_ids() {
+        for expr in ["web-*", "db-[12]", "G@os:Debian and web*", "L@a,b", "minion-?"] {
+            assert!(is_expression(expr), "{expr}");
+        }
+        for id in ["minion-1", "db7.example.com", "web_2"] {
+            assert!(!is_expression(id), "{id}");
+        }
     }
 
     #[test]

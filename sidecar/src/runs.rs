@@ -63,12 +63,39 @@ pub struct EngineSettings {
     /// `agent_ca_file` (`SP_CA_FILE`, a path on the minions) when set.
     pub agent_tls: bool,
     pub agent_ca_file: Option<String>,
+    /// `minion_dispatch`: the mode (and agent path) of the minions whose ids match a glob.
+    pub minion_dispatch: Vec<crate::config::MinionDispatch>,
 }
 
 impl EngineSettings {
     /// How `job`'s runs reach its minions.
     pub fn mode(&self, job: &crate::config::Job) -> DispatchMode {
         mode_of(job, self.default_dispatch, &self.default_wrapper_path)
+    }
+
+    /// How `job`'s run reaches `minion`: `minion_dispatch`'s first matching entry overrides
+    /// the job's mode (not `use_wrapper: false`, which needs nothing on the minion), with its
+    /// agent path if it names one.
+    pub fn minion_mode<'a>(
+        &'a self,
+        job: &crate::config::Job,
+        minion: &str,
+    ) -> (DispatchMode, Option<&'a str>) {
+        let mode = self.mode(job);
+        if mode == DispatchMode::Legacy {
+            return (mode, None);
+        }
+        let Some(entry) =
+            self.minion_dispatch.iter().find(|e| crate::salt::glob_match(&e.glob, minion))
+        else {
+            return (mode, None);
+        };
+        let mode = match entry.mode {
+            crate::config::MinionMode::Coalesced => DispatchMode::Coalesced,
+            crate::config::MinionMode::Single => DispatchMode::Single,
+            crate::config::MinionMode::Legacy => DispatchMode::Legacy,
+        };
+        (mode, entry.wrapper_path.as_deref())
     }
 
     /// The URL `job`'s agents dial (`ws://` or `wss://`), without a query.
@@ -95,6 +122,7 @@ impl Default for EngineSettings {
             default_lead_time: Duration::from_secs(2),
             agent_tls: false,
             agent_ca_file: None,
+            minion_dispatch: Vec::new(),
         }
     }
 }

@@ -64,7 +64,7 @@ raw_struct!(
         default_wrapper_loglevel, default_wrapper_logdir, elasticsearch, opensearch,
         elasticsearch_index, opensearch_index, timezone,
         history_days, max_runs,
-        default_dispatch, default_lead_time,
+        default_dispatch, default_lead_time, minion_dispatch,
         api_tokens, api_cors_origins,
         pillar, pillar_minion, pillar_refresh,
         tls_cert, tls_key, tls_ca_file,

@@ -42,6 +42,11 @@ pub struct Settings {
     pub default_dispatch: Option<super::job::Dispatch>,
     /// How long before its instant a coalesced run is published and armed (0: at the instant).
     pub default_lead_time: std::time::Duration,
+    /// `minion_dispatch`: how runs reach the minions whose ids match a glob, whatever their
+    /// job's mode (the first matching entry wins): `single` for minions still on the original
+    /// wrapper or the Go agent, `legacy` for minions without an agent. `use_wrapper: false`
+    /// jobs stay legacy everywhere.
+    pub minion_dispatch: Vec<MinionDispatch>,
     /// Who may use the HTTP API and UI (`api_tokens`); empty = loopback only, as admin.
     pub api_tokens: Vec<ApiToken>,
     /// Origins allowed to call the API from a browser (`api_cors_origins`); empty = CORS off.
@@ -59,6 +64,23 @@ pub struct Settings {
     /// The CA file agents verify the sidecar with (`SP_CA_FILE`, a path on the minions);
     /// `None` = the minions' system roots.
     pub tls_ca_file: Option<String>,
+}
+
+/// One `minion_dispatch` entry: minions whose id matches `glob` take `mode`, with the agent at
+/// `wrapper_path` if set (else the job's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MinionDispatch {
+    pub glob: String,
+    pub mode: MinionMode,
+    pub wrapper_path: Option<String>,
+}
+
+/// The dispatch modes a minion can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinionMode {
+    Coalesced,
+    Single,
+    Legacy,
 }
 
 /// What a token may do; each role may do what the ones before it may.
@@ -117,6 +139,7 @@ impl Default for Settings {
             max_runs: None,
             default_dispatch: None,
             default_lead_time: std::time::Duration::from_secs(2),
+            minion_dispatch: Vec::new(),
             api_tokens: Vec::new(),
             api_cors_origins: Vec::new(),
             pillar: true,
@@ -222,6 +245,9 @@ pub(super) fn apply_settings(settings: &mut Settings, raw: RawSettings, v: &mut 
         raw.default_lead_time.as_ref().and_then(|l| v.seconds(l, "default_lead_time"))
     {
         s.default_lead_time = lead;
+    }
+    if let Some(map) = raw.minion_dispatch.as_ref().filter(|t| !t.is_null()) {
+        s.minion_dispatch = minion_dispatch(map, v);
     }
     if let Some(tokens) = raw.api_tokens.as_ref().filter(|t| !t.is_null()) {
         s.api_tokens = api_tokens(tokens, v);
@@ -376,4 +402,54 @@ fn api_tokens(value: &Value, v: &mut Validator) -> Vec<ApiToken> {
         tokens.push(ApiToken { name, sha256, role });
     }
     tokens
+}
+
+/// `minion_dispatch`: a map of minion id glob to `coalesced|single|legacy`, or to a map with
+/// `dispatch` and `wrapper_path`.
+fn minion_dispatch(value: &Value, v: &mut Validator) -> Vec<MinionDispatch> {
+    const KEY: &str = "minion_dispatch";
+    let Value::Mapping(map) = value else {
+        v.err(KEY, format!("{} is not a map of minion id globs to dispatch modes", show(value)));
+        return Vec::new();
+    };
+    let mode_of = |s: &str| match s {
+        "coalesced" => Some(MinionMode::Coalesced),
+        "single" => Some(MinionMode::Single),
+        "legacy" => Some(MinionMode::Legacy),
+        _ => None,
+    };
+    let mut entries = Vec::new();
+    for (glob, spec) in map {
+        let Value::String(glob) = glob else {
+            v.err(KEY, format!("{} is not a minion id glob", show(glob)));
+            continue;
+        };
+        let (mode, wrapper_path) = match spec {
+            Value::String(m) => (m.as_str(), None),
+            Value::Mapping(m) => {
+                let field = |k: &str| m.get(Value::from(k)).and_then(Value::as_str);
+                if let Some(unknown) =
+                    m.keys().find(|k| !matches!(k.as_str(), Some("dispatch" | "wrapper_path")))
+                {
+                    v.err(
+                        KEY,
+                        format!("{glob}: unknown key {} (dispatch, wrapper_path)", show(unknown)),
+                    );
+                }
+                (field("dispatch").unwrap_or(""), field("wrapper_path").map(str::to_owned))
+            }
+            other => {
+                v.err(KEY, format!("{glob}: {} is not a dispatch mode", show(other)));
+                continue;
+            }
+        };
+        match mode_of(mode) {
+            Some(mode) => entries.push(MinionDispatch { glob: glob.clone(), mode, wrapper_path }),
+            None => v.err(
+                KEY,
+                format!("{glob}: `{mode}` is not a dispatch mode (coalesced, single, legacy)"),
+            ),
+        }
+    }
+    entries
 }

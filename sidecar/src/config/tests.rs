@@ -264,3 +264,35 @@ fn api_tokens_and_cors_origins_are_checked_entry_by_entry() {
         assert!(errors.contains(says), "missing {says:?} in:\n{errors}");
     }
 }
+
+#[test]
+fn minion_dispatch_maps_globs_to_modes_in_order_and_names_bad_entries() {
+    let dir = dir_with(&[(
+        "00-settings.yaml",
+        "saltpeter_config:\n  minion_dispatch:\n    'old-*': single\n    'db-[12]': {dispatch: single, wrapper_path: /opt/go-agent}\n    bare: legacy\n    bad: fast\n    odd: {dispatch: single, wrapper: x}\n",
+    )]);
+    let loaded = load_dir(dir.path(), now()).expect("load");
+    let got: Vec<_> = loaded
+        .settings
+        .minion_dispatch
+        .iter()
+        .map(|e| (e.glob.as_str(), e.mode, e.wrapper_path.as_deref()))
+        .collect();
+    use crate::config::MinionMode::{Legacy, Single};
+    assert_eq!(
+        got,
+        [
+            ("old-*", Single, None),
+            ("db-[12]", Single, Some("/opt/go-agent")),
+            ("bare", Legacy, None),
+            ("odd", Single, None)
+        ]
+    );
+    let errors = messages(&dir, &loaded.report.errors).join("\n");
+    for says in [
+        "`minion_dispatch`: bad: `fast` is not a dispatch mode (coalesced, single, legacy)",
+        "`minion_dispatch`: odd: unknown key \"wrapper\"",
+    ] {
+        assert!(errors.contains(says), "missing {says:?} in:\n{errors}");
+    }
+}

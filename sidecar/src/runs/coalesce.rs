@@ -83,6 +83,9 @@ pub(super) struct Pending {
     pub path: &'static str,
     /// When to publish: the instant minus the lead time (now, for a late or fallback launch).
     pub publish_at: DateTime<Utc>,
+    /// Coalesced; or, for minions that `minion_dispatch` gives another mode, single or legacy
+    /// (published at the instant, never armed).
+    pub mode: DispatchMode,
 }
 
 /// One publish to make: its id and token, and what each minion runs.
@@ -311,6 +314,7 @@ mod tests {
             scheduled: None,
             path: "coalesced",
             publish_at: Utc::now(),
+            mode: DispatchMode::Coalesced,
         }
     }
 

@@ -211,6 +211,14 @@ pub(super) fn legacy(
                 return;
             }
         };
+        let jid = run.jid().clone();
+        // The jid first: a kill from then on goes through `saltutil.kill_job` of it.
+        let known = Command::LegacyJid {
+            instance: instance.clone(),
+            minions: minions.clone(),
+            jid: jid.to_string(),
+        };
+        let _ = inbox.send(known).await;
         for minion in &minions {
             let command = Command::Minion {
                 instance: instance.clone(),
@@ -219,7 +227,6 @@ pub(super) fn legacy(
             };
             let _ = inbox.send(command).await;
         }
-        let jid = run.jid().clone();
         let mut missing = Vec::new();
         while let Some(update) = run.next().await {
             match update {
@@ -251,6 +258,46 @@ pub(super) fn legacy(
                 Command::Returned { instance: instance.clone(), minion, retcode: 124, output };
             let _ = inbox.send(returned).await;
         }
+    });
+}
+
+/// Stops a legacy run's command on `minion` with `saltutil.kill_job` of its publish (Salt
+/// signals the job's process and its children); the minion's return confirms it.
+pub(super) fn legacy_kill(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    instance: &str,
+    minion: &str,
+    jid: &str,
+    inbox: mpsc::Sender<Command>,
+) {
+    let publish = Publish::new(Target::list([minion]), "saltutil.kill_job").arg(jid.to_owned());
+    let (instance, minion) = (instance.to_owned(), minion.to_owned());
+    tasks.spawn(async move {
+        let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
+            Err(e) => Input::SaltKillReturned {
+                confirmed: false,
+                output: format!("Salt could not publish saltutil.kill_job: {e}"),
+            },
+            Ok(mut run) => {
+                let mut input = Input::SaltKillReturned {
+                    confirmed: false,
+                    output: "the minion did not return saltutil.kill_job".to_owned(),
+                };
+                while let Some(update) = run.next().await {
+                    if let JobUpdate::Return(r) = update {
+                        let (retcode, output) = launch_return(&r);
+                        let output = match output.trim() {
+                            "" => "saltutil.kill_job (the job had already ended)".to_owned(),
+                            said => format!("saltutil.kill_job: {said}"),
+                        };
+                        input = Input::SaltKillReturned { confirmed: retcode == 0, output };
+                    }
+                }
+                input
+            }
+        };
+        let _ = inbox.send(Command::Minion { instance, minion, input }).await;
     });
 }
 

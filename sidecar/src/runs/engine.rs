@@ -70,6 +70,12 @@ pub(super) enum Command {
         retcode: i32,
         output: String,
     },
+    /// `use_wrapper: false`: Salt took the command on these minions with this jid.
+    LegacyJid {
+        instance: String,
+        minions: Vec<String>,
+        jid: String,
+    },
     /// Salt reported something about one minion (its launch, a kill through Salt).
     Minion {
         instance: String,
@@ -94,6 +100,32 @@ struct Active {
     recorder: Recorder,
     /// Pre-armed: the instant the agents start the command at (published before it).
     armed_at: Option<DateTime<Utc>>,
+    /// Minions launched the legacy way (`cmd.run` of the command through Salt): they are
+    /// killed with `saltutil.kill_job` of their publish, never through an agent.
+    legacy: HashMap<String, LegacyMinion>,
+}
+
+#[derive(Default)]
+struct LegacyMinion {
+    /// The jid of the publish, once Salt took it.
+    jid: Option<String>,
+    /// A kill was asked for (sent once the jid is known).
+    kill_asked: bool,
+    kill_sent: bool,
+}
+
+impl Active {
+    /// Asks for `minion`'s legacy kill; returns the jid to kill if it is to be sent now.
+    fn legacy_kill(&mut self, minion: &str) -> Option<String> {
+        let m = self.legacy.get_mut(minion)?;
+        m.kill_asked = true;
+        if m.kill_sent {
+            return None;
+        }
+        let jid = m.jid.clone()?;
+        m.kill_sent = true;
+        Some(jid)
+    }
 }
 
 /// A pre-armed dispatch whose minions must have fetched their manifest by its instant.
@@ -274,6 +306,7 @@ impl Engine {
                     stage: Stage::Running(Box::new(run)),
                     recorder,
                     armed_at: None,
+                    legacy: HashMap::new(),
                 },
             );
         }
@@ -353,6 +386,26 @@ impl Engine {
             }
             Command::Minion { instance, minion, input } => {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
+            }
+            Command::LegacyJid { instance, minions, jid } => {
+                let Some(active) = self.runs.get_mut(&instance) else { return };
+                for minion in minions {
+                    if let Some(m) = active.legacy.get_mut(&minion) {
+                        m.jid = Some(jid.clone());
+                    }
+                    if active.legacy.get(&minion).is_some_and(|m| m.kill_asked)
+                        && let Some(jid) = active.legacy_kill(&minion)
+                    {
+                        dispatch::legacy_kill(
+                            &self.tasks,
+                            Arc::clone(&self.deps),
+                            &instance,
+                            &minion,
+                            &jid,
+                            self.inbox.clone(),
+                        );
+                    }
+                }
             }
         }
     }
@@ -547,53 +600,83 @@ impl Engine {
         let mut finished = false;
         for effect in effects {
             match effect {
-                run::Effect::Launch(minions)
-                    if self.deps.settings.mode(&active.job) == DispatchMode::Coalesced =>
-                {
-                    // Published its lead time before the instant, and armed for it; without a
-                    // lead time, published at the instant.
+                run::Effect::Launch(minions) => {
+                    // Each minion by its mode (`minion_dispatch` may override the job's).
+                    // Coalesced ones are published their lead time before the instant and
+                    // armed for it (without a lead time, at the instant); single and legacy
+                    // ones at the instant.
                     let wall = Utc::now();
-                    let lead = super::lead_of(&active.job, &self.deps.settings);
-                    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
                     let instant = active
                         .armed_at
                         .filter(|at| *at > wall + chrono::Duration::milliseconds(20));
-                    let scheduled = instant.filter(|_| lead > chrono::Duration::zero());
-                    self.pending.push(coalesce::Pending {
-                        instance: instance.to_owned(),
-                        job: Arc::clone(&active.job),
-                        minions,
-                        scheduled,
-                        path: if scheduled.is_some() { "pre-armed" } else { "coalesced" },
-                        publish_at: instant.map_or(wall, |at| at - lead),
-                    });
-                }
-                run::Effect::Launch(minions) => {
-                    let mut launches = Vec::with_capacity(minions.len());
-                    let path = match self.deps.settings.mode(&active.job) {
-                        DispatchMode::Legacy => "legacy",
-                        _ => "single",
-                    };
+                    let mut groups: Vec<(DispatchMode, Option<String>, Vec<String>)> = Vec::new();
                     for minion in minions {
-                        active.recorder.minion_path(&minion, path, None).await;
-                        let token = Token::new(format!("{:032x}", rand::random::<u128>()));
-                        let key = RunMinion::new(instance, &minion);
-                        self.deps.registry.expect(key, token.clone());
-                        active.recorder.minion_launched(&minion, token.as_str()).await;
-                        launches.push((minion, token));
+                        let (mode, wrapper) = self.deps.settings.minion_mode(&active.job, &minion);
+                        let wrapper = wrapper.map(str::to_owned);
+                        match groups.iter_mut().find(|(m, w, _)| *m == mode && *w == wrapper) {
+                            Some((_, _, list)) => list.push(minion),
+                            None => groups.push((mode, wrapper, vec![minion])),
+                        }
                     }
-                    let launch = if path == "legacy" { dispatch::legacy } else { dispatch::launch };
-                    // Legacy: one publish for the run; single: one per minion.
-                    let publishes = if path == "legacy" { 1 } else { launches.len() };
-                    self.deps.metrics.published(path, u64::try_from(publishes).unwrap_or(u64::MAX));
-                    launch(
-                        &self.tasks,
-                        Arc::clone(&self.deps),
-                        &active.job,
-                        instance,
-                        launches,
-                        self.inbox.clone(),
-                    );
+                    for (mode, wrapper, minions) in groups {
+                        let job = match wrapper {
+                            Some(path) => {
+                                let mut job = (*active.job).clone();
+                                job.wrapper_path = Some(path);
+                                Arc::new(job)
+                            }
+                            None => Arc::clone(&active.job),
+                        };
+                        let pending = if mode == DispatchMode::Coalesced {
+                            let lead = super::lead_of(&active.job, &self.deps.settings);
+                            let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+                            let scheduled = instant.filter(|_| lead > chrono::Duration::zero());
+                            coalesce::Pending {
+                                instance: instance.to_owned(),
+                                job,
+                                minions,
+                                scheduled,
+                                path: if scheduled.is_some() { "pre-armed" } else { "coalesced" },
+                                publish_at: instant.map_or(wall, |at| at - lead),
+                                mode,
+                            }
+                        } else {
+                            coalesce::Pending {
+                                instance: instance.to_owned(),
+                                job,
+                                minions,
+                                scheduled: None,
+                                path: if mode == DispatchMode::Legacy {
+                                    "legacy"
+                                } else {
+                                    "single"
+                                },
+                                publish_at: instant.unwrap_or(wall),
+                                mode,
+                            }
+                        };
+                        self.pending.push(pending);
+                    }
+                }
+                run::Effect::Minion(
+                    minion,
+                    minion::Effect::SendKill(_) | minion::Effect::KillThroughSalt(_),
+                ) if active.legacy.contains_key(&minion) => {
+                    // No agent: `saltutil.kill_job` of the publish (once its jid is known).
+                    if let Some(jid) = active.legacy_kill(&minion) {
+                        info!(
+                            instance,
+                            minion, jid, "Killing a legacy run with saltutil.kill_job."
+                        );
+                        dispatch::legacy_kill(
+                            &self.tasks,
+                            Arc::clone(&self.deps),
+                            instance,
+                            &minion,
+                            &jid,
+                            self.inbox.clone(),
+                        );
+                    }
                 }
                 run::Effect::Minion(minion, minion::Effect::SendKill(why)) => {
                     let key = RunMinion::new(instance, &minion);

@@ -444,3 +444,85 @@ fn removing_a_job_during_the_lead_window_cancels_its_armed_run() {
     assert!(run.results[0].reason.contains("cancelled"), "{run:#?}");
     assert!(!std::path::Path::new(&marker).exists(), "the command never ran");
 }
+
+/// `/proc` command lines that mention `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    fs_err::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
+#[test]
+fn minion_dispatch_splits_one_run_between_coalesced_single_and_legacy_minions() {
+    let lab = Lab::shared();
+    build_binaries();
+    // minion-2 has no agent (legacy), minion-3 the `SP_*` contract only (single); minion-1
+    // takes the job's own mode (coalesced, pre-armed).
+    let extra = "saltpeter_config:\n  minion_dispatch:\n    minion-2: legacy\n    'minion-[3]':\n      dispatch: single\n";
+    let at = Utc::now() + chrono::Duration::seconds(20);
+    let jobs = once("split", at, "targets: '*'\ncommand: 'echo split; exit 4'");
+    let sidecar = Sidecar::start_with_config(lab, &jobs, extra, &[]);
+    let run = sidecar.wait_for_run("split", LIMIT, |_| true);
+    assert_eq!(run.results.len(), 3, "{run:#?}");
+    for r in &run.results {
+        // (Salt's return of the legacy `cmd.run` drops the last newline.)
+        assert_eq!((r.retcode, r.output.trim_end()), (Some(4), "split"), "{run:#?}");
+    }
+    let recorded: Vec<(String, String)> =
+        paths(&sidecar, &run.instance).into_iter().map(|(m, p, _)| (m, p)).collect();
+    let want = [("minion-1", "armed"), ("minion-2", "legacy"), ("minion-3", "single")];
+    assert_eq!(recorded, want.map(|(m, p)| (m.to_owned(), p.to_owned())));
+    for (mode, n) in [("coalesced", 1.0), ("single", 1.0), ("legacy", 1.0)] {
+        let series = format!("saltpeter_dispatch_publishes_total{{mode=\"{mode}\"}}");
+        assert_eq!(metric(&sidecar, &series), Some(n), "{series}");
+    }
+    // `saltpeter check` rejects a mode it does not know, naming the key and the minion.
+    let bad = "saltpeter_config:\n  minion_dispatch:\n    minion-2: fast\n";
+    fs_err::write(sidecar.config_dir.join("01-extra.yaml"), bad).expect("write the bad setting");
+    let out = std::process::Command::new(saltpeter_tests::bin("saltpeter"))
+        .arg("-c")
+        .arg(&sidecar.config_dir)
+        .arg("check")
+        .output()
+        .expect("run saltpeter check");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && text.contains("minion_dispatch") && text.contains("minion-2"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_kill_of_a_use_wrapper_false_run_goes_through_saltutil_kill_job_143() {
+    let lab = Lab::shared();
+    build_binaries();
+    let marker = format!("sp-legacy-kill-{}", std::process::id());
+    let jobs = once(
+        "legacykill",
+        Utc::now() + chrono::Duration::seconds(8),
+        &format!("targets: minion-2\nuse_wrapper: false\ncommand: 'sleep 120; echo {marker}'"),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    wait_until("the legacy command to run on minion-2", LIMIT, || {
+        (!processes_with(&marker).is_empty()).then_some(())
+    });
+    let running = wait_until("its run in flight", LIMIT, || {
+        sidecar.all_runs("legacykill").into_iter().find(|r| r.status == "running")
+    });
+    let out = sidecar.cli(&["kill", &running.instance]);
+    assert!(out.status.success(), "{out:?}");
+    let run = sidecar.wait_for_run("legacykill", LIMIT, |r| r.instance == running.instance);
+    let r = &run.results[0];
+    assert_eq!((run.status.as_str(), r.retcode), ("killed", Some(143)), "{run:#?}");
+    assert!(r.reason.contains("saltutil.kill_job"), "{run:#?}");
+    assert!(!sidecar.log().contains("saltpeter-agent kill"), "no agent kill was tried");
+    wait_until("the command to be gone", Duration::from_secs(30), || {
+        processes_with(&marker).is_empty().then_some(())
+    });
+}

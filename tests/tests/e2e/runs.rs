@@ -335,8 +335,7 @@ fn catch_up_latest_runs_once_for_the_slots_missed_while_down() {
     let restarted_at = sidecar
         .log()
         .lines()
-        .filter(|l| l.contains("Saltpeter is running"))
-        .last()
+        .rfind(|l| l.contains("Saltpeter is running"))
         .and_then(|l| chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok())
         .map(|t| u64::try_from(t.timestamp()).unwrap_or(0))
         .expect("the restarted sidecar's start in its log");
@@ -413,4 +412,26 @@ fn processes_mentioning(marker: &str) -> Vec<String> {
         }
     }
     found
+}
+
+#[test]
+fn a_minion_matched_by_a_maintenance_expression_is_skipped_for_maintenance() {
+    let lab = Lab::shared();
+    // `machines` takes Salt target expressions beside exact ids: a glob and a compound one.
+    let mut jobs = job("maintexpr", "targets: '*'\ncommand: 'true'");
+    jobs.push_str(
+        "saltpeter_maintenance:\n  global: false\n  machines: ['minion-[2]', 'L@minion-3 and G@id:minion-3']\n",
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    // The expressions resolve just after start: a run after that skips both.
+    let run = sidecar.wait_for_run("maintexpr", LIMIT, |r| {
+        r.status != "skipped" && r.results.iter().filter(|m| m.phase == "maintenance").count() == 2
+    });
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    for minion in ["minion-2", "minion-3"] {
+        let m = run.results.iter().find(|r| r.minion == minion).expect("recorded");
+        assert_eq!((m.phase.as_str(), m.retcode), ("maintenance", None), "{run:#?}");
+    }
+    let m1 = run.results.iter().find(|r| r.minion == "minion-1").expect("minion-1 ran");
+    assert_eq!(m1.retcode, Some(0), "{run:#?}");
 }

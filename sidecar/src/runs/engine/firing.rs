@@ -10,11 +10,13 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use super::{Active, ArmedDispatch, Engine, Stage};
+use crate::agents::RunMinion;
 use crate::config::Job;
 use crate::runs::minion::Input;
 use crate::runs::record::Recorder;
 use crate::runs::{DispatchMode, coalesce, dispatch};
 use crate::scheduler::{Due, Trigger};
+use saltpeter_protocol::Token;
 
 impl Engine {
     /// Takes the scheduler's slots: each is published its lead time before its instant (held
@@ -71,7 +73,13 @@ impl Engine {
             let early = due.trigger != Trigger::Manual
                 && due.scheduled > now + chrono::Duration::milliseconds(100);
             let in_batch_too = !due.job.allow_overlap && in_batch.contains(&due.job.name);
-            let overlaps = in_batch_too || (!due.job.allow_overlap && self.running(&due.job));
+            // An earlier slot of the job held back counts as running: it goes first.
+            let earlier_held = self
+                .held
+                .iter()
+                .any(|(_, d)| d.job.name == due.job.name && d.scheduled < due.scheduled);
+            let overlaps = in_batch_too
+                || (!due.job.allow_overlap && (self.running(&due.job) || earlier_held));
             if overlaps && (early || in_batch_too) {
                 // Decided at its instant (pre-armed), and not before a moment has passed when
                 // the other run is of this batch (a catch-up at a restart is quick to go, and
@@ -126,6 +134,7 @@ impl Engine {
                     stage: Stage::Resolving { candidates: None, killed: false },
                     recorder,
                     armed_at,
+                    legacy: HashMap::new(),
                 },
             );
         }
@@ -232,10 +241,42 @@ impl Engine {
                         scheduled: None,
                         path: "fallback",
                         publish_at: now,
+                        mode: DispatchMode::Coalesced,
                     });
                 }
             }
         }
+    }
+
+    /// One publish per minion with the `SP_*` environment (single), or of the command itself
+    /// through Salt (legacy), for the minions of `p`.
+    async fn launch_direct(&mut self, p: coalesce::Pending) {
+        let Some(active) = self.runs.get_mut(&p.instance) else { return };
+        let legacy = p.mode == DispatchMode::Legacy;
+        let mut launches = Vec::with_capacity(p.minions.len());
+        for minion in p.minions {
+            active.recorder.minion_path(&minion, p.path, None).await;
+            let token = Token::new(format!("{:032x}", rand::random::<u128>()));
+            if legacy {
+                active.legacy.insert(minion.clone(), super::LegacyMinion::default());
+            } else {
+                self.deps.registry.expect(RunMinion::new(&p.instance, &minion), token.clone());
+            }
+            active.recorder.minion_launched(&minion, token.as_str()).await;
+            launches.push((minion, token));
+        }
+        // Legacy: one publish for the run's minions; single: one per minion.
+        let publishes = if legacy { 1 } else { launches.len() };
+        self.deps.metrics.published(p.path, u64::try_from(publishes).unwrap_or(u64::MAX));
+        let launch = if legacy { dispatch::legacy } else { dispatch::launch };
+        launch(
+            &self.tasks,
+            Arc::clone(&self.deps),
+            &p.job,
+            &p.instance,
+            launches,
+            self.inbox.clone(),
+        );
     }
 
     /// Publishes the coalesced launches collected during this turn.
@@ -247,6 +288,11 @@ impl Engine {
         let (pending, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.pending).into_iter().partition(|p| p.publish_at <= now);
         self.pending = later;
+        let (pending, direct): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| p.mode == DispatchMode::Coalesced);
+        for p in direct {
+            self.launch_direct(p).await;
+        }
         if pending.is_empty() {
             return;
         }
