@@ -85,9 +85,7 @@ impl EngineSettings {
         if mode == DispatchMode::Legacy {
             return (mode, None);
         }
-        let Some(entry) =
-            self.minion_dispatch.iter().find(|e| crate::salt::glob_match(&e.glob, minion))
-        else {
+        let Some(entry) = self.minion_dispatch.iter().find(|e| e.glob.matches(minion)) else {
             return (mode, None);
         };
         let mode = match entry.mode {

@@ -70,7 +70,8 @@ pub struct Settings {
 /// `wrapper_path` if set (else the job's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MinionDispatch {
-    pub glob: String,
+    /// Salt's glob syntax (`*`, `?`, `[...]`).
+    pub glob: glob::Pattern,
     pub mode: MinionMode,
     pub wrapper_path: Option<String>,
 }
@@ -443,8 +444,15 @@ fn minion_dispatch(value: &Value, v: &mut Validator) -> Vec<MinionDispatch> {
                 continue;
             }
         };
+        let pattern = match glob::Pattern::new(glob) {
+            Ok(p) => p,
+            Err(e) => {
+                v.err(KEY, format!("{glob}: not a minion id glob: {e}"));
+                continue;
+            }
+        };
         match mode_of(mode) {
-            Some(mode) => entries.push(MinionDispatch { glob: glob.clone(), mode, wrapper_path }),
+            Some(mode) => entries.push(MinionDispatch { glob: pattern, mode, wrapper_path }),
             None => v.err(
                 KEY,
                 format!("{glob}: `{mode}` is not a dispatch mode (coalesced, single, legacy)"),
