@@ -64,6 +64,15 @@ fn status_kib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // After the `)`: utime is field 11, stime 12 (clock ticks of 10 ms).
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn instance(i: usize) -> String {
     format!("load_{i}")
 }
@@ -154,6 +163,8 @@ async fn server() -> anyhow::Result<()> {
         }
     });
     println!("clients: {}", lines.recv().await.unwrap_or_default());
+    let (me, them) = (std::process::id(), child.id());
+    let cpu_connected = (cpu_secs(me), cpu_secs(them));
     let rss_connected = rss_mib();
     let sessions = registry.sessions();
     println!(
@@ -161,6 +172,11 @@ async fn server() -> anyhow::Result<()> {
         (rss_connected - rss_before) * 1024.0 / n.max(1) as f64
     );
     println!("clients: {}", lines.recv().await.unwrap_or_default());
+    println!(
+        "CPU while streaming: server {:.1} s, clients {:.1} s",
+        cpu_secs(me) - cpu_connected.0,
+        cpu_secs(them) - cpu_connected.1
+    );
     let rss_streamed = rss_mib();
     // Let the clients go, and wait until the store holds everything acknowledged.
     if let Some(mut stdin) = child.stdin.take() {
