@@ -15,12 +15,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How much of both streams `RunRecord::all` keeps.
+pub const ALL_CAP: usize = 1 << 20;
+
 #[derive(Clone, Debug, Default)]
 pub struct RunRecord {
     pub expected: u64,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Both streams in arrival order, for reading escalation notes in context.
+    /// Both streams in arrival order, for reading escalation notes in context (the first
+    /// [`ALL_CAP`] bytes: benchmarks send a gigabyte).
     pub all: Vec<u8>,
     pub start: Option<Start>,
     pub armed: Option<Armed>,
@@ -355,7 +359,8 @@ fn output(
             Stream::Stdout => r.stdout.extend_from_slice(bytes),
             Stream::Stderr => r.stderr.extend_from_slice(bytes),
         }
-        r.all.extend_from_slice(bytes);
+        let room = ALL_CAP.saturating_sub(r.all.len()).min(bytes.len());
+        r.all.extend_from_slice(&bytes[..room]);
         r.expected += 1;
     }
     let upto = Seq(r.expected - 1);
