@@ -23,7 +23,7 @@ fn drain(o: &mut Outbox) -> Vec<(&'static str, Option<u64>, Vec<u8>)> {
             Outgoing::Message(AgentMessage::Complete(c)) => {
                 ("complete", c.seq.map(|s| s.0), Vec::new())
             }
-            other => panic!("{other:?}"),
+            other @ Outgoing::Message(_) => panic!("{other:?}"),
         });
     }
     out
