@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use saltpeter_protocol::{
-    AckType, AgentMessage, Connect, Heartbeat, HelloTarget, KillReason, Manifest, PROTOCOL_VERSION,
-    ServerErrorCode, ServerMessage, Timestamp,
+    AckType, AgentMessage, BINARY_OUTPUT_VERSION, Connect, Heartbeat, HelloTarget, KillReason,
+    Manifest, PROTOCOL_VERSION, ServerErrorCode, ServerMessage, Timestamp,
 };
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::endpoint::Socket;
 use crate::env::Settings;
+use crate::outbox::Outgoing;
 use crate::run::{Control, RunLink, lock_outbox};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -27,6 +28,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_secs(20);
 const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Output waits this long at most for `ack{connect}` (which says the sidecar's version, and so
+/// whether it takes binary output frames); without it, output goes as JSON text.
+const NEGOTIATE: Duration = Duration::from_secs(2);
 
 /// How the session ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,6 +137,9 @@ impl Session {
         }
         let mut last_read = Instant::now();
         let mut next_heartbeat = Instant::now() + HEARTBEAT;
+        let hello_sent = Instant::now();
+        // The sidecar's protocol version, from its `ack{connect}`.
+        let mut peer: Option<u32> = None;
         loop {
             if self.settled() {
                 ws.close(None).await.ok();
@@ -140,13 +147,28 @@ impl Session {
             }
             let now = Instant::now();
             let mut deadline = next_heartbeat.min(last_read + SILENCE);
+            // Binary output frames only to a sidecar that said it takes them.
+            let binary = match peer {
+                Some(version) => version >= BINARY_OUTPUT_VERSION,
+                None if now >= hello_sent + NEGOTIATE => false,
+                None => {
+                    deadline = deadline.min(hello_sent + NEGOTIATE);
+                    tokio::select! {
+                        frame = ws.next() => {
+                            last_read = Instant::now();
+                            self.receive(frame, &mut peer)?;
+                        }
+                        () = sleep_until(deadline) => {}
+                    }
+                    continue;
+                }
+            };
             for run in &self.runs {
                 lock_outbox(&run.outbox).set_connected(true);
                 loop {
                     let message = lock_outbox(&run.outbox).next_message(now.into_std())?;
                     let Some(message) = message else { break };
-                    debug!(kind = kind(&message), "Send.");
-                    ws.feed(Message::text(message.encode())).await.context("send")?;
+                    ws.feed(frame(message, binary)).await.context("send")?;
                 }
                 // A deadline already past means the window is full: an ack, not a timer, wakes us.
                 if let Some(due) = lock_outbox(&run.outbox).deadline().map(Instant::from_std)
@@ -159,13 +181,7 @@ impl Session {
             tokio::select! {
                 frame = ws.next() => {
                     last_read = Instant::now();
-                    match frame {
-                        None => bail!("the sidecar closed the connection"),
-                        Some(Err(e)) => return Err(e).context("receive"),
-                        Some(Ok(Message::Text(text))) => self.handle(text.as_str())?,
-                        Some(Ok(Message::Close(_))) => bail!("the sidecar closed the connection"),
-                        Some(Ok(_)) => {} // pings are answered by tungstenite, pongs only prove life
-                    }
+                    self.receive(frame, &mut peer)?;
                 }
                 () = self.wake.notified() => {}
                 () = sleep_until(deadline) => {
@@ -179,6 +195,21 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// One frame from the sidecar (or the end of the stream).
+    fn receive(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        peer: &mut Option<u32>,
+    ) -> anyhow::Result<()> {
+        match frame {
+            None => bail!("the sidecar closed the connection"),
+            Some(Err(e)) => Err(e).context("receive"),
+            Some(Ok(Message::Text(text))) => self.handle(text.as_str(), peer),
+            Some(Ok(Message::Close(_))) => bail!("the sidecar closed the connection"),
+            Some(Ok(_)) => Ok(()), // pings are answered by tungstenite, pongs only prove life
         }
     }
 
@@ -207,7 +238,7 @@ impl Session {
         }
     }
 
-    fn handle(&mut self, text: &str) -> anyhow::Result<()> {
+    fn handle(&mut self, text: &str, peer: &mut Option<u32>) -> anyhow::Result<()> {
         let message = match ServerMessage::decode(text) {
             Ok(m) => m,
             Err(e) => {
@@ -217,6 +248,11 @@ impl Session {
             }
         };
         match message {
+            ServerMessage::Ack(ack) if ack.ack_type == AckType::Connect => {
+                // The original server says no version: 0.
+                *peer = Some(ack.protocol.unwrap_or(0));
+                debug!(protocol = ack.protocol, "Connect acknowledged.");
+            }
             ServerMessage::Ack(ack) => {
                 let Some(run) = self.find(ack.job_instance.as_ref()) else {
                     if ack.ack_type != AckType::Connect {
@@ -291,6 +327,22 @@ impl Session {
             ServerMessage::SyncResponse(_) => {}
         }
         Ok(())
+    }
+}
+
+/// The WebSocket frame for `message`: output as a binary frame when the sidecar takes them.
+fn frame(message: Outgoing, binary: bool) -> Message {
+    match message {
+        Outgoing::Message(m) => {
+            debug!(kind = kind(&m), "Send.");
+            Message::text(m.encode())
+        }
+        Outgoing::Output { header, bytes } if binary => {
+            Message::binary(header.encode_frame(&bytes))
+        }
+        Outgoing::Output { header, bytes } => {
+            Message::text(AgentMessage::Output(header.to_text(&bytes)).encode())
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saltpeter_protocol::{
-    AgentMessage, Armed, Complete, DispatchId, EndReason, MAX_OUTPUT_CHUNK, Output, RunKey, Seq,
-    Start, Stream, Timestamp,
+    AgentMessage, Armed, Complete, DispatchId, EndReason, MAX_OUTPUT_CHUNK, OutputHeader, RunKey,
+    Seq, Start, Stream, Timestamp,
 };
 
 use tokio::sync::Notify;
@@ -26,6 +26,14 @@ pub const WINDOW_BYTES: usize = 4 << 20;
 /// job writes at the pace the sidecar takes, instead of outrunning it into the spool's cap.
 /// While disconnected the pipes are always drained (a job must never block on a lost sidecar).
 pub const HIGH_WATER: u64 = 8 << 20;
+
+/// What to send next: a message, or a chunk of output whose encoding (a binary frame, or a
+/// JSON text `output` for peers older than version 2) the connection chooses.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(AgentMessage),
+    Output { header: OutputHeader, bytes: Vec<u8> },
+}
 
 #[derive(Debug)]
 enum Sent {
@@ -173,7 +181,7 @@ impl Outbox {
     }
 
     /// The next message to send now, if any and if the window allows.
-    pub fn next_message(&mut self, now: Instant) -> io::Result<Option<AgentMessage>> {
+    pub fn next_message(&mut self, now: Instant) -> io::Result<Option<Outgoing>> {
         if self.is_settled() {
             return Ok(None);
         }
@@ -185,7 +193,7 @@ impl Outbox {
                 dispatch: dispatch.clone(),
                 scheduled: *scheduled,
             };
-            return Ok(Some(AgentMessage::Armed(armed)));
+            return Ok(Some(Outgoing::Message(AgentMessage::Armed(armed))));
         }
         if let (Some(pid), false) = (self.pid, self.start_sent) {
             self.start_sent = true;
@@ -195,7 +203,7 @@ impl Outbox {
                 pid,
                 version: self.version.clone(),
             };
-            return Ok(Some(AgentMessage::Start(start)));
+            return Ok(Some(Outgoing::Message(AgentMessage::Start(start))));
         }
         if self.resent < self.in_flight.len() {
             self.resent += 1;
@@ -227,7 +235,7 @@ impl Outbox {
         seq
     }
 
-    fn next_chunk(&mut self) -> io::Result<Option<AgentMessage>> {
+    fn next_chunk(&mut self) -> io::Result<Option<Outgoing>> {
         let Some(spool) = self.spool.as_mut() else { return Ok(None) };
         let Some(chunk) = spool.read(self.cursor, MAX_OUTPUT_CHUNK)? else {
             self.unsent_since = None;
@@ -250,24 +258,23 @@ impl Outbox {
             bytes: len,
         });
         self.resent += 1;
-        let output = Output::new(self.run.clone(), stream.unwrap_or(Stream::Stderr), seq, &bytes);
-        Ok(Some(AgentMessage::Output(output)))
+        Ok(Some(self.output(stream, seq, bytes)))
     }
 
     /// Rebuilds the message of `in_flight[i]` exactly as first sent.
-    fn message_for(&mut self, i: usize) -> io::Result<AgentMessage> {
+    fn message_for(&mut self, i: usize) -> io::Result<Outgoing> {
         match self.in_flight[i] {
             Sent::Complete { seq } => {
                 let ending = self.ending.expect("complete is queued only after the end");
                 let dropped = self.spool.as_ref().map_or(0, |s| s.dropped);
-                Ok(AgentMessage::Complete(Complete {
+                Ok(Outgoing::Message(AgentMessage::Complete(Complete {
                     run: self.run.clone(),
                     timestamp: ending.finished,
                     retcode: ending.retcode,
                     seq: Some(seq),
                     reason: Some(ending.reason),
                     dropped_bytes: (dropped > 0).then_some(dropped),
-                }))
+                })))
             }
             Sent::Chunk { seq, start, end, .. } => {
                 let spool = self.spool.as_mut().ok_or_else(|| io::Error::other("spool removed"))?;
@@ -276,11 +283,20 @@ impl Outbox {
                         io::Error::other("unacknowledged output missing from the spool")
                     })?;
                 let (stream, bytes) = piece_bytes(chunk.piece);
-                let output =
-                    Output::new(self.run.clone(), stream.unwrap_or(Stream::Stderr), seq, &bytes);
-                Ok(AgentMessage::Output(output))
+                Ok(self.output(stream, seq, bytes))
             }
         }
+    }
+
+    /// A chunk of output (a gap marker goes on stderr).
+    fn output(&self, stream: Option<Stream>, seq: Seq, bytes: Vec<u8>) -> Outgoing {
+        let header = OutputHeader {
+            run: self.run.clone(),
+            timestamp: Timestamp::now(),
+            stream: stream.unwrap_or(Stream::Stderr),
+            seq,
+        };
+        Outgoing::Output { header, bytes }
     }
 
     pub fn ack_start(&mut self) {

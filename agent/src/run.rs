@@ -53,6 +53,9 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         if let Err(e) = lock_outbox(self.outbox).append(stream, bytes)
             && !self.failed
         {
@@ -76,17 +79,32 @@ impl Sink<'_> {
     }
 }
 
-/// Bytes held back until a character is complete, so text chunks stay text.
+/// Bytes held back until a character is complete, so text chunks stay text (for sidecars
+/// older than protocol 2, which get output as JSON text).
 #[derive(Default)]
 struct Carry(Vec<u8>);
 
 impl Carry {
-    fn take(&mut self, new: &[u8]) -> Vec<u8> {
+    /// Writes what of `carried + new` ends on a character boundary; keeps the rest.
+    fn write(&mut self, sink: &mut Sink<'_>, stream: Stream, new: &[u8]) {
+        if self.0.is_empty() {
+            // The common case: no copy.
+            let cut = utf8_boundary(new);
+            sink.write(stream, &new[..cut]);
+            self.0.extend_from_slice(&new[cut..]);
+            return;
+        }
         let mut data = std::mem::take(&mut self.0);
         data.extend_from_slice(new);
         let cut = utf8_boundary(&data);
         self.0 = data.split_off(cut);
-        data
+        sink.write(stream, &data);
+    }
+
+    /// The stream ended: whatever is held goes, complete character or not.
+    fn finish(&mut self, sink: &mut Sink<'_>, stream: Stream) {
+        let rest = std::mem::take(&mut self.0);
+        sink.write(stream, &rest);
     }
 }
 
@@ -170,12 +188,12 @@ pub async fn drive(
         tokio::select! {
             () = drained.notified(), if paused => {}
             read = job.stdout.read(&mut out_buf), if out_open && !paused => match read {
-                Ok(n) if n > 0 => { last_data = Instant::now(); sink.write(Stream::Stdout, &out_carry.take(&out_buf[..n])) }
-                _ => { out_open = false; sink.write(Stream::Stdout, &out_carry.take(&[])); }
+                Ok(n) if n > 0 => { last_data = Instant::now(); out_carry.write(&mut sink, Stream::Stdout, &out_buf[..n]) }
+                _ => { out_open = false; out_carry.finish(&mut sink, Stream::Stdout); }
             },
             read = job.stderr.read(&mut err_buf), if err_open && !paused => match read {
-                Ok(n) if n > 0 => { last_data = Instant::now(); sink.write(Stream::Stderr, &err_carry.take(&err_buf[..n])) }
-                _ => { err_open = false; sink.write(Stream::Stderr, &err_carry.take(&[])); }
+                Ok(n) if n > 0 => { last_data = Instant::now(); err_carry.write(&mut sink, Stream::Stderr, &err_buf[..n]) }
+                _ => { err_open = false; err_carry.finish(&mut sink, Stream::Stderr); }
             },
             exit = job.child.wait(), if status.is_none() => {
                 status = Some(exit.map_or(ExitCode::Error.code(), child::retcode));
@@ -210,6 +228,8 @@ pub async fn drive(
             () = sleep_until(drain_deadline(exited_at, last_data, far)), if exited_at.is_some() && pipes_open && !paused => {
                 warn!("The command exited but something it started keeps its output open; no longer reading it.");
                 (out_open, err_open) = (false, false);
+                out_carry.finish(&mut sink, Stream::Stdout);
+                err_carry.finish(&mut sink, Stream::Stderr);
             },
         }
     }

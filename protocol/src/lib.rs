@@ -9,10 +9,13 @@
 //! shows an example of every message.
 //!
 //! Versions: [`ORIGINAL_PROTOCOL_VERSION`] (0) is the Python wrapper, which never says its
-//! version; [`PROTOCOL_VERSION`] (1) is this crate. A peer that sends `protocol` in its
+//! version; [`PROTOCOL_VERSION`] (2) is this crate. A peer that sends `protocol` in its
 //! `connect` speaks at least version 1. Each message documents the version it appeared in.
+//! Version 2 adds binary output frames ([`OutputHeader`], [`BinaryOutput`]), used only when
+//! both sides said 2 or more.
 #![forbid(unsafe_code)]
 
+mod binary;
 mod env;
 mod exit;
 mod ids;
@@ -21,6 +24,9 @@ mod output;
 mod status;
 mod time;
 
+pub use binary::{
+    BINARY_OUTPUT, BINARY_OUTPUT_VERSION, BinaryOutput, MAX_HEADER_BYTES, OutputHeader,
+};
 pub use env::EnvVar;
 pub use exit::ExitCode;
 pub use ids::{DispatchId, JobInstance, JobName, LastSeq, MachineId, RunKey, Seq, Token};
@@ -34,7 +40,7 @@ pub use status::{RunState, RunStatus};
 pub use time::Timestamp;
 
 /// The version of the agent⇄sidecar protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The version the original Python wrapper speaks; it sends no `protocol` field.
 pub const ORIGINAL_PROTOCOL_VERSION: u32 = 0;
@@ -48,6 +54,9 @@ pub enum DecodeError {
     /// Larger than the receiver accepts; see [`MAX_FRAME_BYTES`].
     #[error("message of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { len: usize, limit: usize },
+    /// A binary frame that is not a well-formed binary output frame.
+    #[error("malformed binary frame: {0}")]
+    Binary(&'static str),
 }
 
 /// The largest frame either side must accept: output is split into messages well below it

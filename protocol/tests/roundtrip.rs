@@ -241,3 +241,18 @@ fn manifest_defaults_match_the_environment_contract() {
     assert_eq!(e.timeout, None);
     assert!(e.env.is_empty());
 }
+
+#[test]
+fn the_documented_binary_frame_decodes_and_encodes_identically() {
+    // docs/protocol.md, "Binary output frames".
+    let header = br#"{"job_name":"backup","job_instance":"backup_1763892000","machine":"web1","timestamp":"2026-11-23T10:00:01.000000+00:00","stream":"stdout","seq":3}"#;
+    let mut frame = vec![0x01, 0x00, 0x00, 0x00, 0x92];
+    frame.extend_from_slice(header);
+    frame.extend_from_slice(b"y\ny\n");
+    assert_eq!(frame.len(), 155);
+    let decoded = BinaryOutput::decode(&frame).unwrap();
+    assert_eq!(decoded.data, b"y\ny\n");
+    assert_eq!((decoded.header.seq, decoded.header.stream), (Seq(3), Stream::Stdout));
+    assert_eq!(decoded.header.run.job_instance.as_str(), "backup_1763892000");
+    assert_eq!(decoded.header.encode_frame(b"y\ny\n"), frame);
+}

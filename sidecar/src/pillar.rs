@@ -153,7 +153,7 @@ impl Pillar {
                         };
                         if wanted && self.files.settings.pillar {
                             let cause = match &item {
-                                BusItem::Event(e) => e.tag.clone(),
+                                BusItem::Event(e) => e.tag.to_string(),
                                 _ => "the event bus reconnected".to_owned(),
                             };
                             debug!(cause, "Pillar refresh requested.");

@@ -25,6 +25,7 @@ mod job;
 mod msgpack;
 mod request;
 mod target;
+mod text;
 mod value;
 
 #[cfg(test)]
@@ -46,4 +47,5 @@ pub use target::{
     Nodegroup, NodegroupError, Target, TargetType, UnknownTargetType, expand_compound,
     expand_nodegroup,
 };
+pub use text::Text;
 pub use value::{EXT_CONSTANT, EXT_DATETIME, ext_datetime, from_json, to_json};

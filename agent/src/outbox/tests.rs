@@ -18,10 +18,12 @@ fn drain(o: &mut Outbox) -> Vec<(&'static str, Option<u64>, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(m) = o.next_message(Instant::now()).unwrap() {
         out.push(match m {
-            AgentMessage::Start(_) => ("start", None, Vec::new()),
-            AgentMessage::Output(o) => ("output", Some(o.seq.0), o.payload().to_bytes().unwrap()),
-            AgentMessage::Complete(c) => ("complete", c.seq.map(|s| s.0), Vec::new()),
-            other => panic!("{other:?}"),
+            Outgoing::Message(AgentMessage::Start(_)) => ("start", None, Vec::new()),
+            Outgoing::Output { header, bytes } => ("output", Some(header.seq.0), bytes),
+            Outgoing::Message(AgentMessage::Complete(c)) => {
+                ("complete", c.seq.map(|s| s.0), Vec::new())
+            }
+            other @ Outgoing::Message(_) => panic!("{other:?}"),
         });
     }
     out

@@ -5,6 +5,7 @@
 
 mod server;
 
+mod binary;
 mod control;
 mod delivery;
 mod dispatch;

@@ -15,12 +15,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How much of both streams `RunRecord::all` keeps.
+pub const ALL_CAP: usize = 1 << 20;
+
 #[derive(Clone, Debug, Default)]
 pub struct RunRecord {
     pub expected: u64,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Both streams in arrival order, for reading escalation notes in context.
+    /// Both streams in arrival order, for reading escalation notes in context (the first
+    /// [`ALL_CAP`] bytes: benchmarks send a gigabyte).
     pub all: Vec<u8>,
     pub start: Option<Start>,
     pub armed: Option<Armed>,
@@ -28,6 +32,9 @@ pub struct RunRecord {
     pub heartbeats: usize,
     pub duplicates: usize,
     pub out_of_order: usize,
+    /// Output messages that came as binary frames (protocol 2) and as JSON text.
+    pub binary_frames: usize,
+    pub text_frames: usize,
 }
 
 #[derive(Default)]
@@ -48,6 +55,11 @@ pub enum Mode {
     Garbage,
     /// Drop every second output ack.
     LoseAcks,
+    /// A sidecar of protocol version 1: acks `connect` with 1, takes no binary frames.
+    Version1,
+    /// Store output on the first connection but acknowledge none of it (as if every ack was
+    /// lost with the connection): the agent must send it all again after reconnecting.
+    MuteFirst,
 }
 
 pub struct Server {
@@ -120,6 +132,10 @@ impl Server {
     }
 
     pub async fn restart(&mut self) {
+        // Wait until the listener is really dropped, so its port can be bound again at once.
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
         self.stop();
         self.listen().await;
     }
@@ -199,9 +215,31 @@ async fn connection(
     });
     let reply = |m: ServerMessage| tx.send(Message::text(m.encode())).ok();
     let mut acks = 0u64;
+    // This connection acknowledges no output (`Mode::MuteFirst`).
+    let mut mute = false;
     while let Some(Ok(frame)) = stream.next().await {
-        let Message::Text(text) = frame else { continue };
-        let msg = AgentMessage::decode(text.as_str()).expect("the agent sends valid messages");
+        let msg = match frame {
+            Message::Text(text) => {
+                AgentMessage::decode(text.as_str()).expect("the agent sends valid messages")
+            }
+            Message::Binary(bytes) => {
+                assert!(mode != Mode::Version1, "a binary frame to a version 1 sidecar");
+                let b = BinaryOutput::decode(&bytes).expect("the agent sends valid binary frames");
+                let mut st = state.lock().unwrap();
+                st.runs.entry(b.header.run.job_instance.to_string()).or_default().binary_frames +=
+                    1;
+                let h = b.header;
+                if let Some(m) = output(&mut st, &h.run, h.seq, h.stream, b.data, mode, &mut acks)
+                    && !mute
+                {
+                    reply(m);
+                }
+                drop(st);
+                changed.notify_waiters();
+                continue;
+            }
+            _ => continue,
+        };
         let mut st = state.lock().unwrap();
         match msg {
             AgentMessage::Connect(c) => {
@@ -219,7 +257,12 @@ async fn connection(
                     }
                 }
                 st.connects.push(c);
-                reply(ack(AckType::Connect, None, None));
+                mute = mode == Mode::MuteFirst && st.connects.len() == 1;
+                let mut hello = ack(AckType::Connect, None, None);
+                if let (ServerMessage::Ack(a), Mode::Version1) = (&mut hello, mode) {
+                    a.protocol = Some(1);
+                }
+                reply(hello);
                 if mode == Mode::Garbage {
                     for g in garbage() {
                         tx.send(g).ok();
@@ -235,35 +278,13 @@ async fn connection(
                 st.runs.entry(h.run.job_instance.to_string()).or_default().heartbeats += 1
             }
             AgentMessage::Output(o) => {
-                let r = st.runs.entry(o.run.job_instance.to_string()).or_default();
-                if o.seq.0 < r.expected {
-                    r.duplicates += 1;
-                } else if o.seq.0 > r.expected {
-                    r.out_of_order += 1;
-                    let nack = Nack {
-                        nack_type: NackType::OutOfOrder,
-                        expected_seq: Seq(r.expected),
-                        received_seq: Some(o.seq),
-                        job_instance: Some(o.run.job_instance.clone()),
-                        timestamp: None,
-                    };
-                    reply(ServerMessage::Nack(nack));
-                    continue;
-                } else {
-                    let bytes = o.payload().to_bytes().expect("valid base64");
-                    match o.stream {
-                        Stream::Stdout => r.stdout.extend_from_slice(&bytes),
-                        Stream::Stderr => r.stderr.extend_from_slice(&bytes),
-                    }
-                    r.all.extend_from_slice(&bytes);
-                    r.expected += 1;
+                st.runs.entry(o.run.job_instance.to_string()).or_default().text_frames += 1;
+                let bytes = o.payload().to_bytes().expect("valid base64");
+                if let Some(m) = output(&mut st, &o.run, o.seq, o.stream, &bytes, mode, &mut acks)
+                    && !mute
+                {
+                    reply(m);
                 }
-                let upto = Seq(r.expected - 1);
-                acks += 1;
-                if mode == Mode::LoseAcks && acks.is_multiple_of(2) {
-                    continue;
-                }
-                reply(ack(AckType::Output, Some(upto), Some(o.run.job_instance)));
             }
             AgentMessage::Complete(c) => {
                 let r = st.runs.entry(c.run.job_instance.to_string()).or_default();
@@ -308,6 +329,46 @@ async fn connection(
         changed.notify_waiters();
     }
     writer.abort();
+}
+
+/// One `output` (text or binary): stored if next, counted if a duplicate, nacked if a gap.
+/// Returns the answer.
+fn output(
+    st: &mut State,
+    run: &RunKey,
+    seq: Seq,
+    stream: Stream,
+    bytes: &[u8],
+    mode: Mode,
+    acks: &mut u64,
+) -> Option<ServerMessage> {
+    let r = st.runs.entry(run.job_instance.to_string()).or_default();
+    if seq.0 < r.expected {
+        r.duplicates += 1;
+    } else if seq.0 > r.expected {
+        r.out_of_order += 1;
+        return Some(ServerMessage::Nack(Nack {
+            nack_type: NackType::OutOfOrder,
+            expected_seq: Seq(r.expected),
+            received_seq: Some(seq),
+            job_instance: Some(run.job_instance.clone()),
+            timestamp: None,
+        }));
+    } else {
+        match stream {
+            Stream::Stdout => r.stdout.extend_from_slice(bytes),
+            Stream::Stderr => r.stderr.extend_from_slice(bytes),
+        }
+        let room = ALL_CAP.saturating_sub(r.all.len()).min(bytes.len());
+        r.all.extend_from_slice(&bytes[..room]);
+        r.expected += 1;
+    }
+    let upto = Seq(r.expected - 1);
+    *acks += 1;
+    if mode == Mode::LoseAcks && acks.is_multiple_of(2) {
+        return None;
+    }
+    Some(ack(AckType::Output, Some(upto), Some(run.job_instance.clone())))
 }
 
 fn ack(ack_type: AckType, seq: Option<Seq>, job_instance: Option<JobInstance>) -> ServerMessage {

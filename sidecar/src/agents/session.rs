@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use saltpeter_protocol::Stream as OutStream;
 use saltpeter_protocol::{
-    Ack, AckType, AgentMessage, Connect, DispatchId, HelloTarget, JobInstance, LastSeq, MachineId,
-    Manifest, Nack, NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError, ServerErrorCode,
-    ServerMessage, SyncResponse, Timestamp,
+    Ack, AckType, AgentMessage, BinaryOutput, Connect, DispatchId, HelloTarget, JobInstance,
+    LastSeq, MachineId, Manifest, Nack, NackType, PROTOCOL_VERSION, RunKey, Seq, ServerError,
+    ServerErrorCode, ServerMessage, SyncResponse, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -80,10 +81,7 @@ pub(super) async fn serve(
         };
         let keep = match frame {
             Message::Text(text) => session.on_text(text.as_str()).await,
-            Message::Binary(_) => {
-                session.shared.counters.bad("a binary frame");
-                true
-            }
+            Message::Binary(frame) => session.on_binary(&frame).await,
             Message::Close(_) => false,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
         };
@@ -165,18 +163,10 @@ impl Session {
                     self.event(&h.run, AgentEventKind::Alive).await;
                 }
             }
-            AgentMessage::Output(o) => {
-                if !self.known(&o.run).await {
-                    return true;
-                }
-                let Some(bytes) = o.payload().to_bytes() else {
-                    self.shared.counters.bad("output that is not valid base64");
-                    return true;
-                };
-                if self.in_order(&o.run, o.seq.0).await {
-                    self.store_output(&o.run, o.seq.0, o.stream, bytes).await;
-                }
-            }
+            AgentMessage::Output(o) => match o.payload().to_bytes() {
+                Some(bytes) => self.on_output(&o.run, o.seq.0, o.stream, bytes).await,
+                None => self.shared.counters.bad("output that is not valid base64"),
+            },
             AgentMessage::Complete(c) => {
                 if !self.known(&c.run).await {
                     return true;
@@ -243,6 +233,23 @@ impl Session {
             }
         }
         true
+    }
+
+    /// A binary output frame (protocol 2): the same as a text `output`, with raw bytes.
+    async fn on_binary(&mut self, frame: &[u8]) -> bool {
+        match BinaryOutput::decode(frame) {
+            Ok(BinaryOutput { header: h, data }) => {
+                self.on_output(&h.run, h.seq.0, h.stream, data.to_vec()).await;
+            }
+            Err(e) => self.shared.counters.bad(&e.to_string()),
+        }
+        true
+    }
+
+    async fn on_output(&mut self, run: &RunKey, seq: u64, stream: OutStream, bytes: Vec<u8>) {
+        if self.known(run).await && self.in_order(run, seq).await {
+            self.store_output(run, seq, stream, bytes).await;
+        }
     }
 
     async fn on_connect(&mut self, c: Connect) -> bool {
@@ -424,13 +431,7 @@ impl Session {
         false
     }
 
-    async fn store_output(
-        &mut self,
-        run: &RunKey,
-        seq: u64,
-        stream: saltpeter_protocol::Stream,
-        bytes: Vec<u8>,
-    ) {
+    async fn store_output(&mut self, run: &RunKey, seq: u64, stream: OutStream, bytes: Vec<u8>) {
         let cap = self.shared.output_cap;
         let Some(state) = self.runs.get_mut(run.job_instance.as_str()) else { return };
         let offset = state.offset;
@@ -438,8 +439,8 @@ impl Session {
         state.expected = seq + 1;
         state.unacked = Some(seq);
         let stream_kind = match stream {
-            saltpeter_protocol::Stream::Stdout => Stream::Stdout,
-            saltpeter_protocol::Stream::Stderr => Stream::Stderr,
+            OutStream::Stdout => Stream::Stdout,
+            OutStream::Stderr => Stream::Stderr,
         };
         let write = Write::Output {
             instance: state.key.instance.clone(),

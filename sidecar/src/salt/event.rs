@@ -4,9 +4,9 @@
 //! Decoding is lazy where it pays: the typed fields are read by walking the packed data once, and
 //! free-form values (a job's `return`, its `fun_args`) stay as [`Packed`] bytes, shared with the
 //! read buffer, until a consumer asks for them. A 100 KB `cmd.run` output is never copied by the
-//! reader.
+//! reader. Text fields (tag, jid, minion id, function, ...) are [`Text`] over the same buffer, so
+//! decoding an event allocates nothing.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -14,21 +14,22 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::frame::split_body;
 use super::msgpack::{WalkError, Walker};
+use super::text::Text;
 use super::value::decode_value;
 
 /// A Salt job id: a 20-digit UTC timestamp string (`YYYYmmddHHMMSSffffff`), possibly with a
 /// `_<pid>` suffix. Not a number: it does not fit in a u64.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Jid(String);
+pub struct Jid(Text);
 
 impl Jid {
     /// Wraps a jid as received.
     pub fn new(jid: impl Into<String>) -> Self {
-        Self(jid.into())
+        Self(Text::from(jid.into()))
     }
     /// A fresh jid in Salt's format, from the current UTC time.
     pub fn generate() -> Self {
-        Self(Utc::now().format("%Y%m%d%H%M%S%6f").to_string())
+        Self::new(Utc::now().format("%Y%m%d%H%M%S%6f").to_string())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -43,11 +44,11 @@ impl fmt::Display for Jid {
 
 /// A minion id, as the master knows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MinionId(String);
+pub struct MinionId(Text);
 
 impl MinionId {
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(Text::from(id.into()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -62,7 +63,7 @@ impl fmt::Display for MinionId {
 
 impl From<&str> for MinionId {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(Text::from(s))
     }
 }
 
@@ -104,7 +105,7 @@ impl fmt::Debug for Packed {
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The tag, e.g. `salt/job/20261122190935152817/ret/minion-1`.
-    pub tag: String,
+    pub tag: Text,
     /// When the master fired it (`_stamp`), if present and parseable.
     pub stamp: Option<DateTime<Utc>>,
     /// The typed view of the tags we use.
@@ -136,14 +137,14 @@ pub enum EventKind {
 #[derive(Debug, Clone)]
 pub struct JobNew {
     pub jid: Jid,
-    pub fun: String,
-    pub tgt_type: String,
+    pub fun: Text,
+    pub tgt_type: Text,
     /// The target as sent: a string, or a list for `tgt_type: list`.
     pub tgt: Packed,
     pub arg: Packed,
     pub minions: Vec<MinionId>,
     pub missing: Vec<MinionId>,
-    pub user: Option<String>,
+    pub user: Option<Text>,
 }
 
 /// `salt/job/<jid>/ret/<minion>`.
@@ -151,13 +152,13 @@ pub struct JobNew {
 pub struct JobReturn {
     pub jid: Jid,
     pub id: MinionId,
-    pub fun: String,
+    pub fun: Text,
     /// The function's return, free-form; `"VALUE_TRIMMED"` when the event was too large.
     pub ret: Packed,
     pub retcode: Option<i64>,
     pub success: Option<bool>,
     /// The outputter hint (`nested` on errors, `highstate` for states).
-    pub out: Option<String>,
+    pub out: Option<Text>,
     pub fun_args: Option<Packed>,
 }
 
@@ -173,7 +174,7 @@ impl JobReturn {
 pub struct RunReturn {
     pub jid: Jid,
     /// `runner.<name>`.
-    pub fun: String,
+    pub fun: Text,
     pub ret: Packed,
     pub success: Option<bool>,
     pub retcode: Option<i64>,
@@ -184,7 +185,7 @@ pub struct RunReturn {
 pub struct Auth {
     pub id: MinionId,
     /// `accept`, `pend`, `reject`, `denied`, `full`.
-    pub act: String,
+    pub act: Text,
     pub result: Option<bool>,
 }
 
@@ -207,11 +208,11 @@ pub enum EventError {
 
 /// Field values of one data map, read in one pass; text borrows from the data.
 #[derive(Default)]
-struct Fields<'a> {
-    jid: Option<Cow<'a, str>>,
-    id: Option<Cow<'a, str>>,
-    fun: Option<Cow<'a, str>>,
-    tgt_type: Option<Cow<'a, str>>,
+struct Fields {
+    jid: Option<Text>,
+    id: Option<Text>,
+    fun: Option<Text>,
+    tgt_type: Option<Text>,
     tgt: Option<Bytes>,
     arg: Option<Bytes>,
     fun_args: Option<Bytes>,
@@ -219,18 +220,46 @@ struct Fields<'a> {
     retcode: Option<i64>,
     success: Option<bool>,
     result: Option<bool>,
-    out: Option<Cow<'a, str>>,
-    user: Option<Cow<'a, str>>,
-    act: Option<Cow<'a, str>>,
-    stamp: Option<Cow<'a, str>>,
-    minions: Vec<String>,
-    missing: Vec<String>,
-    present: Vec<String>,
-    new: Vec<String>,
-    lost: Vec<String>,
+    out: Option<Text>,
+    user: Option<Text>,
+    act: Option<Text>,
+    stamp: Option<DateTime<Utc>>,
+    minions: Vec<MinionId>,
+    missing: Vec<MinionId>,
+    present: Vec<MinionId>,
+    new: Vec<MinionId>,
+    lost: Vec<MinionId>,
 }
 
-fn read_fields(data: &Bytes) -> Result<Fields<'_>, WalkError> {
+/// A str or bin value as [`Text`] over `data` (no copy), or `None` (skipped) for anything else.
+fn opt_text(w: &mut Walker<'_>, data: &Bytes) -> Result<Option<Text>, WalkError> {
+    match w.peek()? {
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6 => {
+            let len = w.raw()?.len();
+            let end = w.position();
+            Ok(Some(Text::from_utf8_bytes(data.slice(end - len..end))))
+        }
+        _ => w.skip().map(|()| None),
+    }
+}
+
+/// An array of strings as minion ids; non-strings are skipped, a non-array reads empty.
+fn id_list(w: &mut Walker<'_>, data: &Bytes) -> Result<Vec<MinionId>, WalkError> {
+    if !matches!(w.peek()?, 0x90..=0x9f | 0xdc | 0xdd) {
+        w.skip()?;
+        return Ok(Vec::new());
+    }
+    let n = w.array_len()?;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        if let Some(s) = opt_text(w, data)? {
+            out.push(MinionId(s));
+        }
+    }
+    Ok(out)
+}
+
+fn read_fields(data: &Bytes) -> Result<Fields, WalkError> {
     let mut w = Walker::new(data);
     let mut f = Fields::default();
     let entries = w.map_len()?;
@@ -245,22 +274,22 @@ fn read_fields(data: &Bytes) -> Result<Fields<'_>, WalkError> {
         };
         let start = w.position();
         match key {
-            b"jid" => f.jid = w.opt_text()?,
-            b"id" => f.id = w.opt_text()?,
-            b"fun" => f.fun = w.opt_text()?,
-            b"tgt_type" => f.tgt_type = w.opt_text()?,
-            b"out" => f.out = w.opt_text()?,
-            b"user" => f.user = w.opt_text()?,
-            b"act" => f.act = w.opt_text()?,
-            b"_stamp" => f.stamp = w.opt_text()?,
+            b"jid" => f.jid = opt_text(&mut w, data)?,
+            b"id" => f.id = opt_text(&mut w, data)?,
+            b"fun" => f.fun = opt_text(&mut w, data)?,
+            b"tgt_type" => f.tgt_type = opt_text(&mut w, data)?,
+            b"out" => f.out = opt_text(&mut w, data)?,
+            b"user" => f.user = opt_text(&mut w, data)?,
+            b"act" => f.act = opt_text(&mut w, data)?,
+            b"_stamp" => f.stamp = w.opt_text()?.as_deref().and_then(parse_stamp),
             b"retcode" => f.retcode = w.opt_int()?,
             b"success" => f.success = w.opt_bool()?,
             b"result" => f.result = w.opt_bool()?,
-            b"minions" => f.minions = w.text_list()?,
-            b"missing" => f.missing = w.text_list()?,
-            b"present" => f.present = w.text_list()?,
-            b"new" => f.new = w.text_list()?,
-            b"lost" => f.lost = w.text_list()?,
+            b"minions" => f.minions = id_list(&mut w, data)?,
+            b"missing" => f.missing = id_list(&mut w, data)?,
+            b"present" => f.present = id_list(&mut w, data)?,
+            b"new" => f.new = id_list(&mut w, data)?,
+            b"lost" => f.lost = id_list(&mut w, data)?,
             b"tgt" | b"arg" | b"fun_args" | b"return" => {
                 w.skip()?;
                 let packed = data.slice(start..w.position());
@@ -280,14 +309,6 @@ fn read_fields(data: &Bytes) -> Result<Fields<'_>, WalkError> {
 /// `nil`, packed: the stand-in for a missing free-form field.
 fn nil() -> Bytes {
     Bytes::from_static(&[0xc0])
-}
-
-fn ids(v: Vec<String>) -> Vec<MinionId> {
-    v.into_iter().map(MinionId).collect()
-}
-
-fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
-    s.map(Cow::into_owned)
 }
 
 /// Parses `_stamp`: `2026-11-22T18:47:29.535071` (3006/3007, naive UTC) or with `+00:00` (3008).
@@ -326,18 +347,22 @@ fn fast_stamp(b: &[u8]) -> Option<DateTime<Utc>> {
 
 impl Event {
     /// Decodes a frame body: `tag "\n\n" msgpack(data)`. `body` is shared, not copied.
-    pub fn from_body(body: Bytes) -> Result<Self, EventError> {
+    pub fn from_body(mut body: Bytes) -> Result<Self, EventError> {
         let (tag, data_at) = split_body(&body).ok_or(EventError::NoTagEnd)?;
-        let tag = String::from_utf8_lossy(tag).into_owned();
-        let data = body.slice(data_at..);
+        let tag_len = tag.len();
+        let data = body.split_off(data_at);
+        body.truncate(tag_len);
+        let tag = Text::from_utf8_bytes(body);
         let f = match read_fields(&data) {
             Ok(f) => f,
             Err(WalkError::Incomplete) => {
-                return Err(EventError::BadData { tag, reason: "truncated data" });
+                return Err(EventError::BadData { tag: tag.into(), reason: "truncated data" });
             }
-            Err(WalkError::Malformed(reason)) => return Err(EventError::BadData { tag, reason }),
+            Err(WalkError::Malformed(reason)) => {
+                return Err(EventError::BadData { tag: tag.into(), reason });
+            }
         };
-        let stamp = f.stamp.as_deref().and_then(parse_stamp);
+        let stamp = f.stamp;
         let kind = classify(&tag, f);
         Ok(Self { tag, stamp, kind, data: Packed(data) })
     }
@@ -391,52 +416,53 @@ fn shape(tag: &str) -> Shape<'_> {
     Shape::Other
 }
 
-fn classify(tag: &str, f: Fields<'_>) -> EventKind {
+fn classify(tag: &Text, f: Fields) -> EventKind {
+    // A field missing from the data falls back to the part of the tag that names it.
+    let jid =
+        |from_tag: &str, field: Option<Text>| Jid(field.unwrap_or_else(|| tag.slice_ref(from_tag)));
     match shape(tag) {
-        Shape::JobNew(jid) => EventKind::JobNew(JobNew {
-            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
-            fun: owned(f.fun).unwrap_or_default(),
-            tgt_type: owned(f.tgt_type).unwrap_or_else(|| "glob".to_owned()),
+        Shape::JobNew(j) => EventKind::JobNew(JobNew {
+            jid: jid(j, f.jid),
+            fun: f.fun.unwrap_or_default(),
+            tgt_type: f.tgt_type.unwrap_or_else(|| Text::from("glob")),
             tgt: Packed(f.tgt.unwrap_or_else(nil)),
             arg: Packed(f.arg.unwrap_or_else(nil)),
-            minions: ids(f.minions),
-            missing: ids(f.missing),
-            user: owned(f.user),
+            minions: f.minions,
+            missing: f.missing,
+            user: f.user,
         }),
-        Shape::JobReturn(jid, id) => EventKind::JobReturn(JobReturn {
-            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
-            id: MinionId(f.id.map_or_else(|| id.to_owned(), Cow::into_owned)),
-            fun: owned(f.fun).unwrap_or_default(),
+        Shape::JobReturn(j, id) => EventKind::JobReturn(JobReturn {
+            jid: jid(j, f.jid),
+            id: MinionId(f.id.unwrap_or_else(|| tag.slice_ref(id))),
+            fun: f.fun.unwrap_or_default(),
             ret: Packed(f.ret.unwrap_or_else(nil)),
             retcode: f.retcode,
             success: f.success,
-            out: owned(f.out),
+            out: f.out,
             fun_args: f.fun_args.map(Packed),
         }),
-        Shape::RunReturn(jid) => EventKind::RunReturn(RunReturn {
-            jid: Jid::new(f.jid.map_or_else(|| jid.to_owned(), Cow::into_owned)),
-            fun: owned(f.fun).unwrap_or_default(),
+        Shape::RunReturn(j) => EventKind::RunReturn(RunReturn {
+            jid: jid(j, f.jid),
+            fun: f.fun.unwrap_or_default(),
             ret: Packed(f.ret.unwrap_or_else(nil)),
             success: f.success,
             retcode: f.retcode,
         }),
-        Shape::Auth => match owned(f.id) {
+        Shape::Auth => match f.id {
             Some(id) => EventKind::Auth(Auth {
                 id: MinionId(id),
-                act: owned(f.act).unwrap_or_default(),
+                act: f.act.unwrap_or_default(),
                 result: f.result,
             }),
             None => EventKind::Other,
         },
-        Shape::MinionStart => match owned(f.id) {
+        Shape::MinionStart => match f.id {
             Some(id) => EventKind::MinionStart { id: MinionId(id) },
             None => EventKind::Other,
         },
-        Shape::Presence => EventKind::Presence(Presence {
-            present: ids(f.present),
-            new: ids(f.new),
-            lost: ids(f.lost),
-        }),
+        Shape::Presence => {
+            EventKind::Presence(Presence { present: f.present, new: f.new, lost: f.lost })
+        }
         Shape::Other => EventKind::Other,
     }
 }

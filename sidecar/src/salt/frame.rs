@@ -141,10 +141,12 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(4);
-        let frame = self.buf.split_to(len).freeze();
+        let frame = self.buf.split_to(len);
         let mut walker = Walker::new(&frame);
-        Ok(Some(match body_range(&mut walker) {
-            Ok(range) if walker.position() == frame.len() => Decoded::Body(frame.slice(range)),
+        let body = body_range(&mut walker);
+        let whole = walker.position() == frame.len();
+        Ok(Some(match body {
+            Ok(range) if whole => Decoded::Body(cut(frame, range)),
             Ok(_) => Decoded::Bad(BadFrame { len, reason: "bytes after the frame map" }),
             Err(WalkError::Incomplete) => Decoded::Bad(BadFrame { len, reason: "truncated frame" }),
             Err(WalkError::Malformed(reason)) => Decoded::Bad(BadFrame { len, reason }),
@@ -156,8 +158,7 @@ impl FrameDecoder {
         match body_range(&mut walker) {
             Ok(range) => {
                 let len = walker.position();
-                let frame = self.buf.split_to(len).freeze();
-                Some(Decoded::Body(frame.slice(range)))
+                Some(Decoded::Body(cut(self.buf.split_to(len), range)))
             }
             Err(WalkError::Incomplete) => {
                 // Make room for the whole frame at once rather than growing read by read.
@@ -180,6 +181,13 @@ impl FrameDecoder {
             }
         }
     }
+}
+
+/// The `range` of a frame, shared with the read buffer (no copy, one reference).
+fn cut(mut frame: BytesMut, range: std::ops::Range<usize>) -> Bytes {
+    frame.truncate(range.end);
+    frame.advance(range.start);
+    frame.freeze()
 }
 
 /// The total length of a plain frame, once its header up to the body's length is buffered.

@@ -177,22 +177,6 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// An array of strings; non-string elements are skipped. Anything but an array reads empty.
-    pub(crate) fn text_list(&mut self) -> Result<Vec<String>, WalkError> {
-        if !matches!(self.peek()?, 0x90..=0x9f | 0xdc | 0xdd) {
-            self.skip()?;
-            return Ok(Vec::new());
-        }
-        let n = self.array_len()?;
-        let mut out = Vec::with_capacity(n.min(4096));
-        for _ in 0..n {
-            if let Some(s) = self.opt_text()? {
-                out.push(s.into_owned());
-            }
-        }
-        Ok(out)
-    }
-
     /// Skips one whole value, however deeply nested, without recursion.
     pub(crate) fn skip(&mut self) -> Result<(), WalkError> {
         // `pending` counts values still to skip at the current nesting level stack.

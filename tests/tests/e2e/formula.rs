@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use saltpeter_protocol::PROTOCOL_VERSION;
 use saltpeter_tests::bin;
 use serde_json::{Value, json};
 
@@ -92,7 +93,10 @@ fn the_agent_is_pinned_verified_idempotent_and_moves_between_versions() {
 
     let (states, ok, out) = apply("saltpeter", &agent_pillar(&path, CURRENT), &[]);
     assert!(ok && changed(&states) >= 1, "{out}");
-    assert_eq!(version_of(&path), format!("saltpeter-agent {CURRENT} (protocol 1)"));
+    assert_eq!(
+        version_of(&path),
+        format!("saltpeter-agent {CURRENT} (protocol {PROTOCOL_VERSION})")
+    );
     let mode = fs_err::metadata(&path).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o755);
 
@@ -114,7 +118,10 @@ fn the_agent_is_pinned_verified_idempotent_and_moves_between_versions() {
     assert_eq!(version_of(&path), format!("saltpeter-agent {OLD} (protocol 1)"));
     let (_, ok, out) = apply("saltpeter", &agent_pillar(&path, CURRENT), &[]);
     assert!(ok, "{out}");
-    assert_eq!(version_of(&path), format!("saltpeter-agent {CURRENT} (protocol 1)"));
+    assert_eq!(
+        version_of(&path),
+        format!("saltpeter-agent {CURRENT} (protocol {PROTOCOL_VERSION})")
+    );
 
     // A wrong hash fails the state and leaves the installed binary alone.
     let before = sha256(&path);
@@ -128,7 +135,10 @@ fn the_agent_is_pinned_verified_idempotent_and_moves_between_versions() {
         "{out}"
     );
     assert_eq!(sha256(&path), before);
-    assert_eq!(version_of(&path), format!("saltpeter-agent {CURRENT} (protocol 1)"));
+    assert_eq!(
+        version_of(&path),
+        format!("saltpeter-agent {CURRENT} (protocol {PROTOCOL_VERSION})")
+    );
 }
 
 #[test]
