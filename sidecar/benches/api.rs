@@ -3,8 +3,8 @@
 //! A run store with `BENCH_RUNS` runs (default 1,000,000; 3 minion results each for the newest
 //! 10,000) spread over `BENCH_JOBS` jobs (default 10,000) loaded from real YAML; then, through the
 //! whole router in process (auth included), `BENCH_REQUESTS` (default 100) requests of each of:
-//! the jobs list, the first page of runs, a page deep in the runs (by cursor), one job's runs,
-//! runs filtered by status, one job. Prints p50/p99/max per request kind.
+//! pages of the jobs list (first, last, searched, by state, 1,000 jobs), the first page of runs, a page deep in the runs (by cursor), one job's runs,
+//! runs filtered by status and by minion, one job. Prints p50/p99/max per request kind.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -155,8 +155,17 @@ async fn main() {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         cursor = v["next"].as_str().unwrap().to_owned();
     }
+    // The first listing fills the jobs summaries (the daemon does it at start).
+    let (t, body) = get("/api/v1/jobs".to_owned()).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["total"].as_u64(), Some(jobs as u64));
+    println!("first jobs listing (fills the summaries of {jobs} jobs): {t:.1?}");
     let kinds = [
-        ("GET /api/v1/jobs (all jobs)", "/api/v1/jobs".to_owned()),
+        ("GET /api/v1/jobs (first page of 100)", "/api/v1/jobs".to_owned()),
+        ("GET /api/v1/jobs?offset=9900 (last page)", "/api/v1/jobs?offset=9900".to_owned()),
+        ("GET /api/v1/jobs?q=job042 (search)", "/api/v1/jobs?q=job042".to_owned()),
+        ("GET /api/v1/jobs?state=failing", "/api/v1/jobs?state=failing".to_owned()),
+        ("GET /api/v1/jobs?limit=1000", "/api/v1/jobs?limit=1000".to_owned()),
         ("GET /api/v1/runs (first page of 50)", "/api/v1/runs".to_owned()),
         ("GET /api/v1/runs (page 10,000 rows deep)", format!("/api/v1/runs?cursor={cursor}")),
         ("GET /api/v1/runs?job=", "/api/v1/runs?job=job04242".to_owned()),
