@@ -5,14 +5,14 @@
 import { api, live } from './api.js';
 import { fmtDuration, fmtTime, h, useUtc } from './util.js';
 
-const RANGES = [['1h', 3600e3, '1 hour'], ['6h', 6 * 3600e3, '6 hours'], ['24h', 24 * 3600e3, '24 hours'], ['7d', 7 * 24 * 3600e3, '7 days']];
+const RANGES = [['15m', 900e3, '15 minutes'], ['1h', 3600e3, '1 hour'], ['6h', 6 * 3600e3, '6 hours'], ['24h', 24 * 3600e3, '24 hours'], ['7d', 7 * 24 * 3600e3, '7 days']];
 /** The most runs one view reads (5 pages of the API's largest). */
 const MOST = 5000;
 const STATUSES = ['succeeded', 'failed', 'killed', 'running', 'skipped'];
 
 /** Tick spacing for a span: about 6 to 12 labelled ticks. */
 function tickStep(span) {
-  const steps = [60e3, 5 * 60e3, 10 * 60e3, 15 * 60e3, 30 * 60e3, 3600e3, 2 * 3600e3, 3 * 3600e3, 6 * 3600e3, 12 * 3600e3, 24 * 3600e3];
+  const steps = [60e3, 2 * 60e3, 5 * 60e3, 10 * 60e3, 15 * 60e3, 30 * 60e3, 3600e3, 2 * 3600e3, 3 * 3600e3, 6 * 3600e3, 12 * 3600e3, 24 * 3600e3];
   return steps.find((s) => span / s <= 12) || 24 * 3600e3;
 }
 
@@ -47,7 +47,7 @@ export function timelineView(_params) {
     oninput: (e) => { state.q = e.target.value.toLowerCase(); draw(); } });
 
   function span() {
-    const [, ms] = RANGES.find(([k]) => k === state.range) || RANGES[1];
+    const [, ms] = RANGES.find(([k]) => k === state.range) || RANGES[2];
     const to = Date.now();
     return { from: to - ms, to };
   }

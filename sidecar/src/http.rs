@@ -98,6 +98,7 @@ fn router_with(state: Arc<State>, summaries: Arc<summaries::Summaries>) -> Route
         .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         .layer(axum::Extension(summaries))
+        .layer(axum::Extension(Arc::new(ws::Hub::default())))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors)
         .with_state(state)

@@ -137,7 +137,7 @@ try {
     await page.locator('.tl-lane', { hasText: 'long' }).locator('.tl-bar.s-killed').waitFor();
     await page.locator('.tl-lane', { hasText: 'nightly-backup' }).locator('.tl-bar.s-failed').first().waitFor();
     await page.locator('.tl-lane', { hasText: 'colors' }).locator('.tl-bar.s-succeeded').waitFor();
-    await page.getByRole('button', { name: '1h' }).click();
+    await page.getByRole('button', { name: '15m' }).click();
     await page.waitForFunction(() => document.querySelectorAll('.tl-axis .tl-tick').length >= 4);
     const bars = await page.locator('.tl-bar').count();
     if (bars < 4) throw new Error(`expected at least 4 runs on the timeline, saw ${bars}`);

@@ -219,15 +219,7 @@ pub(super) async fn list(
         }
         total += 1;
     }
-    let groups: std::collections::BTreeSet<&str> =
-        jobs.values().map(|j| j.group.as_str()).collect();
-    Ok(Json(JobList {
-        jobs: page,
-        total,
-        offset,
-        limit,
-        groups: groups.into_iter().map(str::to_owned).collect(),
-    }))
+    Ok(Json(JobList { jobs: page, total, offset, limit, groups: cache.groups.clone() }))
 }
 
 /// A job's definition as loaded. `env` values are always redacted.

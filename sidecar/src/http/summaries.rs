@@ -81,6 +81,8 @@ pub(super) struct Cache {
     refreshed: Option<Instant>,
     /// The job set the cache follows.
     known: Option<JobSet>,
+    /// Every group of the known jobs, sorted.
+    pub(super) groups: Vec<String>,
 }
 
 /// The shared cache: one refresh at a time; a listing waits for a refresh that started after it
@@ -159,6 +161,9 @@ impl Cache {
                 self.jobs.insert(name, runs);
             }
         }
+        let groups: std::collections::BTreeSet<&str> =
+            jobs.values().map(|j| j.group.as_str()).collect();
+        self.groups = groups.into_iter().map(str::to_owned).collect();
         self.known = Some(Arc::clone(jobs));
         Ok(())
     }
