@@ -46,6 +46,8 @@ fn schemathesis_finds_no_server_error_or_schema_violation() {
         ])
         .args(["--max-examples", "10", "--workers", "1", "--request-timeout", "10"])
         .args(["--no-color"])
+        // Its cache (`.schemathesis/`) goes beside the sidecar's temporary state, not into the repo.
+        .current_dir(&sidecar.state_dir)
         .output()
         .expect("run schemathesis (st run)");
     let stdout = String::from_utf8_lossy(&out.stdout);
