@@ -174,6 +174,12 @@ struct Seen {
     closed: AtomicBool,
 }
 
+#[derive(serde::Deserialize)]
+struct Output {
+    offset: u64,
+    data: String,
+}
+
 async fn client(addr: std::net::SocketAddr, seen: Arc<Seen>, reads: bool) {
     let url = format!("ws://{addr}/ws?token={SECRET}");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -190,9 +196,8 @@ async fn client(addr: std::net::SocketAddr, seen: Arc<Seen>, reads: bool) {
         if !text.starts_with(r#"{"type":"output""#) {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let data = v["data"].as_str().unwrap_or_default().len() as u64;
-        let offset = v["offset"].as_u64().unwrap_or(0);
+        let out: Output = serde_json::from_str(&text).unwrap();
+        let (data, offset) = (out.data.len() as u64, out.offset);
         seen.bytes.fetch_add(data, Ordering::Relaxed);
         seen.offset.store(offset + data, Ordering::Relaxed);
     }

@@ -175,9 +175,16 @@ async fn session(state: Arc<State>, hub: Arc<Hub>, caller: super::Caller, socket
                 }
                 if let Some(w) = &watched
                     && !sent.synced
-                    && catch_up(&state, &mut tx, &w.instance, &mut sent).await.is_err()
                 {
-                    return;
+                    // Read a few at a time (waiting here only delays this connection); send
+                    // without the turn, so a stalled browser holds nobody's.
+                    let messages = {
+                        let Ok(_turn) = hub.catching_up.acquire().await else { return };
+                        catch_up(&state, &w.instance, &mut sent).await
+                    };
+                    for m in messages {
+                        if tx.send(Message::Text(m.into())).await.is_err() { return; }
+                    }
                 }
             }
         }
@@ -219,14 +226,16 @@ async fn send(tx: &mut Tx, message: &ServerMessage<'_>) -> Result<(), ()> {
     tx.send(Message::Text(text.into())).await.map_err(|_| ())
 }
 
-/// Sends the watched run's output the client has not had, from the store (at most
-/// [`OUTPUT_BUDGET`] bytes, up to where the feed's frames start), then its status; the client is
-/// level with the feed once nothing is left.
-async fn catch_up(state: &State, tx: &mut Tx, instance: &str, sent: &mut Sent) -> Result<(), ()> {
+/// The messages that bring the client level with the watched run: its output the client has
+/// not had, from the store (at most [`OUTPUT_BUDGET`] bytes, up to where the feed's frames
+/// start), then its status when it changed. The client is level with the feed once nothing is
+/// left. `sent` records them as sent.
+async fn catch_up(state: &State, instance: &str, sent: &mut Sent) -> Vec<String> {
+    let mut messages = Vec::new();
     let (Ok(Some(row)), Ok(results)) =
         (state.store.run(instance).await, state.store.results(instance).await)
     else {
-        return Ok(());
+        return messages;
     };
     // New output first, so the run's final status never arrives before its last lines.
     let mut budget = OUTPUT_BUDGET;
@@ -244,8 +253,8 @@ async fn catch_up(state: &State, tx: &mut Tx, instance: &str, sent: &mut Sent) -
         };
         budget = budget.saturating_sub(next - from);
         if next > from {
-            send(tx, &ServerMessage::Output { instance, minion: &r.minion, offset: from, data })
-                .await?;
+            let m = ServerMessage::Output { instance, minion: &r.minion, offset: from, data };
+            messages.extend(serde_json::to_string(&m).ok());
             sent.offsets.insert(r.minion.clone(), next);
         }
         level &= next >= upto;
@@ -254,11 +263,11 @@ async fn catch_up(state: &State, tx: &mut Tx, instance: &str, sent: &mut Sent) -
     dto.results = Some(results.into_iter().map(ResultDto::from).collect());
     let json = serde_json::to_string(&ServerMessage::Run { run: &dto }).unwrap_or_default();
     if sent.run.as_deref() != Some(json.as_str()) {
-        tx.send(Message::Text(json.clone().into())).await.map_err(|_| ())?;
-        sent.run = Some(json);
+        sent.run = Some(json.clone());
+        messages.push(json);
     }
     sent.synced = level;
-    Ok(())
+    messages
 }
 
 /// A minion's output from `from`, about `limit` bytes (whole stored chunks) but not past `upto`,

@@ -34,10 +34,24 @@ pub(super) enum Frame {
 /// The runs in flight and the newest run, as `/ws` announces them.
 pub(super) type Overview = (Vec<String>, Option<String>);
 
-#[derive(Default)]
+/// Connections catching up from the store at once (each reads up to `OUTPUT_BUDGET` a tick):
+/// bounds the memory and time a crowd of lagging browsers costs.
+const CATCHING_UP: usize = 4;
+
 pub(crate) struct Hub {
     feeds: Mutex<HashMap<String, broadcast::Sender<Frame>>>,
     overview: tokio::sync::Mutex<Option<(Instant, Arc<Overview>)>>,
+    pub(super) catching_up: tokio::sync::Semaphore,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            feeds: Mutex::default(),
+            overview: tokio::sync::Mutex::default(),
+            catching_up: tokio::sync::Semaphore::new(CATCHING_UP),
+        }
+    }
 }
 
 impl Hub {
