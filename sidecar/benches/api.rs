@@ -4,7 +4,8 @@
 //! 10,000) spread over `BENCH_JOBS` jobs (default 10,000) loaded from real YAML; then, through the
 //! whole router in process (auth included), `BENCH_REQUESTS` (default 100) requests of each of:
 //! pages of the jobs list (first, last, searched, by state, 1,000 jobs), the first page of runs, a page deep in the runs (by cursor), one job's runs,
-//! runs filtered by status and by minion, one job. Prints p50/p99/max per request kind.
+//! runs filtered by status and by minion, one job. Prints p50/p99/max per request kind, and the
+//! process's CPU time per request (which the load of a shared machine does not inflate).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -28,6 +29,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<u64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    (f[11] + f[12]) as f64 / 100.0
+}
 
 fn env_n(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -177,6 +186,7 @@ async fn main() {
     for (name, uri) in kinds {
         let mut times: Vec<Duration> = Vec::with_capacity(requests);
         let mut bytes = 0;
+        let cpu0 = cpu_seconds();
         for _ in 0..requests {
             let (t, body) = get(uri.clone()).await;
             bytes = body.len();
@@ -184,8 +194,9 @@ async fn main() {
         }
         times.sort();
         let p = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+        let cpu = (cpu_seconds() - cpu0) / requests as f64 * 1000.0;
         println!(
-            "  {name:<42} p50 {:>8.1?}  p99 {:>8.1?}  max {:>8.1?}  ({} KiB)",
+            "  {name:<42} p50 {:>8.1?}  p99 {:>8.1?}  max {:>8.1?}  cpu {cpu:>6.2}ms/req  ({} KiB)",
             p(0.5),
             p(0.99),
             times[times.len() - 1],

@@ -195,16 +195,12 @@ pub(super) async fn list(
     let cache = summaries.current(&state.store, &jobs).await.map_err(internal)?;
     let now = Utc::now();
     let needle = q.q.map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
-    let contains = |hay: &str, n: &str| hay.to_lowercase().contains(n);
     let none: &[Entry] = &[];
     let runs_of = |job: &Job| cache.jobs.get(job.name.as_str()).map_or(none, Vec::as_slice);
     let matches = |job: &Job| {
         q.group.as_deref().is_none_or(|g| g.is_empty() || job.group == g)
             && needle.as_deref().is_none_or(|n| {
-                contains(job.name.as_str(), n)
-                    || contains(&job.group, n)
-                    || contains(&job.targets, n)
-                    || job.description.as_deref().is_some_and(|d| contains(d, n))
+                cache.haystacks.get(job.name.as_str()).is_some_and(|h| h.contains(n))
             })
             && wanted.is_none_or(|w| match (w, state_of(job, runs_of(job))) {
                 ("failing", s) => s == "failed" || s == "killed",

@@ -83,6 +83,8 @@ pub(super) struct Cache {
     known: Option<JobSet>,
     /// Every group of the known jobs, sorted.
     pub(super) groups: Vec<String>,
+    /// Per job: its name, group, target and description, lowercased, for the search.
+    pub(super) haystacks: HashMap<String, String>,
 }
 
 /// The shared cache: one refresh at a time; a listing waits for a refresh that started after it
@@ -161,6 +163,14 @@ impl Cache {
                 self.jobs.insert(name, runs);
             }
         }
+        self.haystacks = jobs
+            .values()
+            .map(|j| {
+                let fields =
+                    [j.name.as_str(), &j.group, &j.targets, j.description.as_deref().unwrap_or("")];
+                (j.name.as_str().to_owned(), fields.join("\n").to_lowercase())
+            })
+            .collect();
         let groups: std::collections::BTreeSet<&str> =
             jobs.values().map(|j| j.group.as_str()).collect();
         self.groups = groups.into_iter().map(str::to_owned).collect();
