@@ -3,11 +3,12 @@
 //! One run in flight whose minion writes `BENCH_RATE` bytes a second of output (default 1 MB/s,
 //! a chunk every 50 ms, through the store's writer as agent sessions do); `BENCH_CLIENTS` UI
 //! clients (default 200) connect to `/ws` over real TCP with a viewer token and watch that run,
-//! plus one that reads one message a second. For `BENCH_SECS` (default 20) after a warm-up, prints: the
-//! server's CPU (the threads of its own runtime, store reads included; the clients run on other
-//! threads of the same 2 cores), the process's RSS, how many bytes each reading client got a
-//! second (min, p50, max) and how far behind the producer the slowest one ended, and what
-//! became of the slow client.
+//! plus one client that reads one message a second. The clients run in a second process (this
+//! binary again), so the sidecar's RSS is its own. For `BENCH_SECS` (default 20) after a warm-up
+//! of 5 s, prints: the sidecar's CPU (the threads of its runtime, store reads included; the
+//! clients share the same 2 cores), its RSS, how many bytes each reading client got a second
+//! (min, p50, max), how far behind the producer the slowest one ended, and what became of the
+//! slow client.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -204,10 +205,44 @@ async fn client(addr: std::net::SocketAddr, seen: Arc<Seen>, reads: bool) {
     seen.closed.store(true, Ordering::Relaxed);
 }
 
+/// The clients' side, in a process of their own (so the sidecar's RSS is its own): connects,
+/// waits out the warm-up, measures, and prints per reading client `bytes offset` lines, then the
+/// slow client's `bytes closed`.
+fn clients_process(addr: std::net::SocketAddr, clients: usize, secs: u64) {
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen: Vec<Arc<Seen>> = (0..=clients).map(|_| Arc::new(Seen::default())).collect();
+    for (i, s) in seen.iter().enumerate() {
+        client_rt.spawn(client(addr, Arc::clone(s), i < clients));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let start: Vec<u64> = seen.iter().map(|s| s.bytes.load(Ordering::Relaxed)).collect();
+    println!("start");
+    std::thread::sleep(Duration::from_secs(secs));
+    for (s, b0) in seen[..clients].iter().zip(&start) {
+        println!("{} {}", s.bytes.load(Ordering::Relaxed) - b0, s.offset.load(Ordering::Relaxed));
+    }
+    let slow = &seen[clients];
+    println!(
+        "{} {}",
+        slow.bytes.load(Ordering::Relaxed),
+        u8::from(slow.closed.load(Ordering::Relaxed))
+    );
+    client_rt.shutdown_background();
+}
+
 fn main() {
     let clients = env_n("BENCH_CLIENTS", 200) as usize;
     let rate = env_n("BENCH_RATE", 1_000_000);
     let secs = env_n("BENCH_SECS", 20);
+    if let Ok(addr) = std::env::var("WS_BENCH_CLIENTS_OF") {
+        clients_process(addr.parse().unwrap(), clients, secs);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -253,49 +288,55 @@ fn main() {
         });
     }
 
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("WS_BENCH_CLIENTS_OF", addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let seen: Vec<Arc<Seen>> = (0..=clients).map(|_| Arc::new(Seen::default())).collect();
-    for (i, s) in seen.iter().enumerate() {
-        client_rt.spawn(client(addr, Arc::clone(s), i < clients));
-    }
     println!(
-        "{clients} reading clients + 1 reading a message a second, watching one run producing {:.2} MB/s; {secs} s measured after 5 s",
+        "{clients} reading clients + 1 reading a message a second (in a second process), watching one run producing {:.2} MB/s; {secs} s measured after 5 s",
         rate as f64 / 1e6
     );
-    std::thread::sleep(Duration::from_secs(5));
-    let start_bytes: Vec<u64> = seen.iter().map(|s| s.bytes.load(Ordering::Relaxed)).collect();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "start");
     let (cpu0, t0, produced0) =
         (thread_cpu(SERVER_THREADS), Instant::now(), produced.load(Ordering::Relaxed));
     let mut rss_max = rss_mib();
     let rss_start = rss_max;
-    for _ in 0..secs {
-        std::thread::sleep(Duration::from_secs(1));
+    let mut rss_after_5s = rss_max;
+    for second in 0..secs {
+        std::thread::sleep(Duration::from_millis(995));
         rss_max = rss_max.max(rss_mib());
+        if second == 4 {
+            rss_after_5s = rss_mib();
+        }
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = thread_cpu(SERVER_THREADS) - cpu0;
+    let rss_end = rss_mib();
     let made = produced.load(Ordering::Relaxed);
-    let mut rates: Vec<f64> = seen[..clients]
-        .iter()
-        .zip(&start_bytes)
-        .map(|(s, b0)| (s.bytes.load(Ordering::Relaxed) - b0) as f64 / wall / 1e6)
+    let figures: Vec<(u64, u64)> = lines
+        .by_ref()
+        .take(clients + 1)
+        .map(|l| {
+            let l = l.unwrap();
+            let mut f = l.split(' ');
+            (f.next().unwrap().parse().unwrap(), f.next().map_or(0, |v| v.parse().unwrap_or(1)))
+        })
         .collect();
+    child.wait().unwrap();
+    let mut rates: Vec<f64> =
+        figures[..clients].iter().map(|(b, _)| *b as f64 / wall / 1e6).collect();
     rates.sort_by(f64::total_cmp);
-    let behind = seen[..clients]
-        .iter()
-        .map(|s| made.saturating_sub(s.offset.load(Ordering::Relaxed)))
-        .max()
-        .unwrap_or(0);
-    let closed = seen[..clients].iter().filter(|s| s.closed.load(Ordering::Relaxed)).count();
+    let behind = figures[..clients].iter().map(|(_, o)| made.saturating_sub(*o)).max().unwrap_or(0);
+    let (slow_bytes, slow_closed) = figures[clients];
     println!("  produced                 {:.2} MB/s", (made - produced0) as f64 / wall / 1e6);
-    println!("  server CPU               {:.0}% of one core", cpu / wall * 100.0);
     println!(
-        "  process RSS              {rss_start:.0} MiB at the start, {rss_max:.0} MiB at most"
+        "  sidecar CPU              {:.0}% of one core (its runtime's threads)",
+        cpu / wall * 100.0
+    );
+    println!(
+        "  sidecar RSS              {rss_start:.0} MiB when measuring began, {rss_after_5s:.0} MiB 5 s later, {rss_end:.0} MiB at the end, {rss_max:.0} MiB at most"
     );
     println!(
         "  per reading client       min {:.2}  p50 {:.2}  max {:.2} MB/s",
@@ -304,17 +345,15 @@ fn main() {
         rates[rates.len() - 1]
     );
     println!(
-        "  slowest client behind    {:.1} MB ({:.1} s of output); {closed} reading clients were disconnected",
+        "  slowest client behind    {:.1} MB ({:.1} s of output) at the end",
         behind as f64 / 1e6,
         behind as f64 / rate as f64
     );
-    let slow = &seen[clients];
     println!(
         "  the slow client          {} after {:.2} MB",
-        if slow.closed.load(Ordering::Relaxed) { "disconnected" } else { "still connected" },
-        slow.bytes.load(Ordering::Relaxed) as f64 / 1e6
+        if slow_closed == 1 { "disconnected" } else { "still connected" },
+        slow_bytes as f64 / 1e6
     );
     cancel.cancel();
-    client_rt.shutdown_background();
     server_rt.shutdown_background();
 }
