@@ -44,6 +44,27 @@ pub(super) const TICK: Duration = Duration::from_millis(500);
 /// The most output bytes read per tick for one run, all minions together (2 MiB/s: a connection
 /// that fell behind catches up with a run writing 1 MB/s).
 const OUTPUT_BUDGET: u64 = 1 << 20;
+/// The most output bytes in one message: a connection's write buffer grows to its largest
+/// message and keeps that size, so messages stay small whatever the rate.
+const PIECE: usize = 64 << 10;
+
+/// `data` (output from `offset`) cut into pieces of at most [`PIECE`] bytes on character
+/// boundaries, each with its offset.
+pub(super) fn pieces(data: &str, offset: u64) -> Vec<(&str, u64)> {
+    let mut out = Vec::new();
+    let (mut rest, mut at) = (data, offset);
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(PIECE);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        out.push((piece, at));
+        at += piece.len() as u64;
+        rest = tail;
+    }
+    out
+}
 
 pub(super) fn routes() -> Router<Arc<State>> {
     Router::new().route("/ws", get(upgrade))
@@ -65,7 +86,7 @@ enum ClientMessage {
 enum ServerMessage<'a> {
     Overview { active: &'a [String], latest: Option<&'a str> },
     Run { run: &'a RunDto },
-    Output { instance: &'a str, minion: &'a str, offset: u64, data: String },
+    Output { instance: &'a str, minion: &'a str, offset: u64, data: &'a str },
     Error { error: String },
 }
 
@@ -253,8 +274,10 @@ async fn catch_up(state: &State, instance: &str, sent: &mut Sent) -> Vec<String>
         };
         budget = budget.saturating_sub(next - from);
         if next > from {
-            let m = ServerMessage::Output { instance, minion: &r.minion, offset: from, data };
-            messages.extend(serde_json::to_string(&m).ok());
+            for (piece, offset) in pieces(&data, from) {
+                let m = ServerMessage::Output { instance, minion: &r.minion, offset, data: piece };
+                messages.extend(serde_json::to_string(&m).ok());
+            }
             sent.offsets.insert(r.minion.clone(), next);
         }
         level &= next >= upto;

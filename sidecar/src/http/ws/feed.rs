@@ -14,13 +14,14 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
-use super::{OUTPUT_BUDGET, ServerMessage, TICK, read_output};
+use super::{OUTPUT_BUDGET, ServerMessage, TICK, pieces, read_output};
 use crate::http::State;
 use crate::http::api::{ResultDto, RunDto};
 use crate::store::RunFilter;
 
-/// Frames a feed keeps for connections that are a little behind (about 16 s of ticks).
-const FRAMES: usize = 32;
+/// Frames a feed keeps for connections that are a little behind (64 KiB at most each: 8 MiB,
+/// 8 s of a run writing 1 MB/s).
+const FRAMES: usize = 128;
 
 /// A message of a feed, serialized once.
 #[derive(Clone, Debug)]
@@ -147,15 +148,14 @@ async fn feed(state: Arc<State>, hub: Arc<Hub>, instance: String, tx: broadcast:
                 continue;
             };
             budget = budget.saturating_sub(next - from);
-            let message = ServerMessage::Output {
-                instance: &instance,
-                minion: &r.minion,
-                offset: from,
-                data,
-            };
-            if let Some(text) = text(&message) {
-                let _ =
-                    tx.send(Frame::Output { minion: r.minion.clone(), offset: from, next, text });
+            for (piece, offset) in pieces(&data, from) {
+                let end = offset + piece.len() as u64;
+                let (minion, data) = (&r.minion, piece);
+                let message = ServerMessage::Output { instance: &instance, minion, offset, data };
+                if let Some(text) = text(&message) {
+                    let _ =
+                        tx.send(Frame::Output { minion: minion.clone(), offset, next: end, text });
+                }
             }
             offsets.insert(r.minion.clone(), next);
         }
