@@ -3,6 +3,7 @@
 
 import { api, live, session, signOut } from './api.js';
 import { runView } from './run.js';
+import { timelineView } from './timeline.js';
 import { fmtDuration, fmtRelative, h, setUtc, useUtc } from './util.js';
 import { auditView, jobView, jobsView, loginView, maintenanceView, runsView } from './views.js';
 
@@ -12,6 +13,7 @@ const routes = [
   [/^#\/job\/(?<name>[^/]+)$/, jobView, 'jobs'],
   [/^#\/runs$/, runsView, 'runs'],
   [/^#\/run\/(?<instance>[^/]+)$/, runView, 'runs'],
+  [/^#\/timeline$/, timelineView, 'timeline'],
   [/^#\/maintenance$/, maintenanceView, 'maintenance'],
   [/^#\/audit$/, auditView, 'audit'],
 ];
@@ -25,7 +27,7 @@ const zoneBtn = h('button.btn.btn-small.btn-top', { type: 'button', 'aria-presse
 useUtc() ? 'UTC' : 'Local time');
 const who = h('span.who');
 const nav = h('nav.mainnav', { 'aria-label': 'Main' },
-  [['#/', 'Jobs', 'jobs'], ['#/runs', 'Runs', 'runs'], ['#/maintenance', 'Maintenance', 'maintenance'], ['#/audit', 'Audit', 'audit']]
+  [['#/', 'Jobs', 'jobs'], ['#/runs', 'Runs', 'runs'], ['#/timeline', 'Timeline', 'timeline'], ['#/maintenance', 'Maintenance', 'maintenance'], ['#/audit', 'Audit', 'audit']]
     .map(([href, label, key]) => h('a', { href, dataset: { key } }, label)));
 const shell = h('div.shell',
   h('header.topbar', h('a.brand', { href: '#/' }, h('img', { src: '/assets/favicon.svg', alt: '' }), 'Saltpeter'), nav, h('span.spacer'), liveDot, zoneBtn, who,

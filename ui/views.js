@@ -105,16 +105,23 @@ export function loginView(_params, ctx) {
 // ---------------------------------------------------------------- jobs
 
 export function jobsView(_params) {
-  const state = { q: sessionStorage.getItem('jobs.q') || '', group: '', filter: 'all', jobs: [] };
+  // Search, group, state and paging are the server's: the list may hold thousands of jobs.
+  const PAGE = 100;
+  const state = { q: sessionStorage.getItem('jobs.q') || '', group: '', filter: 'all', offset: 0, jobs: [], total: 0 };
   const body = h('tbody');
   const count = h('span.count');
-  const groupSel = h('select', { 'aria-label': 'Group', onchange: (e) => { state.group = e.target.value; draw(); } }, h('option', { value: '' }, 'All groups'));
+  const refilter = () => { state.offset = 0; load(); };
+  const groupSel = h('select', { 'aria-label': 'Group', onchange: (e) => { state.group = e.target.value; refilter(); } }, h('option', { value: '' }, 'All groups'));
   const search = h('input.search', { type: 'search', placeholder: 'Search jobs, groups, targets…', value: state.q, 'aria-label': 'Search jobs',
-    oninput: debounce((e) => { state.q = e.target.value; sessionStorage.setItem('jobs.q', state.q); draw(); }, 120) });
+    oninput: debounce((e) => { state.q = e.target.value; sessionStorage.setItem('jobs.q', state.q); refilter(); }, 200) });
   const filters = ['all', 'running', 'failing', 'disabled'].map((f) => h('button.chip', {
     type: 'button', 'aria-pressed': f === 'all' ? 'true' : 'false', dataset: { filter: f },
-    onclick: (e) => { state.filter = f; for (const b of filters) b.setAttribute('aria-pressed', b === e.currentTarget ? 'true' : 'false'); draw(); },
+    onclick: (e) => { state.filter = f; for (const b of filters) b.setAttribute('aria-pressed', b === e.currentTarget ? 'true' : 'false'); refilter(); },
   }, f[0].toUpperCase() + f.slice(1)));
+  const prev = h('button.btn.btn-small', { type: 'button', 'aria-label': 'Previous page', onclick: () => { state.offset = Math.max(0, state.offset - PAGE); load(); } }, '‹ Previous');
+  const next = h('button.btn.btn-small', { type: 'button', 'aria-label': 'Next page', onclick: () => { state.offset += PAGE; load(); } }, 'Next ›');
+  const pageInfo = h('span.count');
+  const pager = h('div.pager', pageInfo, prev, next);
 
   function status(j) {
     if (j.running) return 'running';
@@ -123,18 +130,15 @@ export function jobsView(_params) {
   }
 
   function draw() {
-    const q = state.q.toLowerCase();
-    const rows = state.jobs.filter((j) => {
-      if (state.group && j.group !== state.group) return false;
-      if (q && ![j.name, j.group, j.targets, j.description || ''].some((s) => s.toLowerCase().includes(q))) return false;
-      const st = status(j);
-      if (state.filter === 'running') return st === 'running';
-      if (state.filter === 'failing') return st === 'failed' || st === 'killed';
-      if (state.filter === 'disabled') return st === 'disabled';
-      return true;
-    });
-    count.textContent = rows.length === state.jobs.length ? `${rows.length} jobs` : `${rows.length} of ${state.jobs.length} jobs`;
-    body.replaceChildren(...(rows.length ? rows.map(row) : [h('tr', h('td.empty', { colspan: 8 }, state.jobs.length ? 'No job matches.' : 'No jobs are configured yet.'))]));
+    const rows = state.jobs;
+    const filtered = state.q || state.group || state.filter !== 'all';
+    count.textContent = filtered ? `${state.total} matching jobs` : `${state.total} jobs`;
+    const last = state.offset + rows.length;
+    pageInfo.textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}` : '';
+    prev.disabled = state.offset === 0;
+    next.disabled = last >= state.total;
+    pager.hidden = state.total <= PAGE && state.offset === 0;
+    body.replaceChildren(...(rows.length ? rows.map(row) : [h('tr', h('td.empty', { colspan: 9 }, filtered ? 'No job matches.' : 'No jobs are configured yet.'))]));
     applyWidths(body);
   }
 
@@ -156,10 +160,24 @@ export function jobsView(_params) {
       h('td.actions', can.operate() ? h('button.btn.btn-small', { type: 'button', title: `Run ${j.name} now`, 'aria-label': `Run ${j.name} now`, onclick: (e) => runNow(j.name, e.currentTarget) }, '▶ Run now') : null));
   }
 
+  let asked = 0;
   async function load() {
+    const ask = ++asked;
+    const params = new URLSearchParams({ limit: PAGE, offset: state.offset });
+    if (state.q) params.set('q', state.q);
+    if (state.group) params.set('group', state.group);
+    if (state.filter !== 'all') params.set('state', state.filter);
     try {
-      state.jobs = await api('/api/v1/jobs');
-      const groups = [...new Set(state.jobs.map((j) => j.group))].sort();
+      const list = await api(`/api/v1/jobs?${params}`);
+      if (ask !== asked) return; // a newer question is on its way
+      if (list.jobs.length === 0 && state.offset > 0 && list.total > 0) {
+        state.offset = Math.floor((list.total - 1) / PAGE) * PAGE;
+        load();
+        return;
+      }
+      state.jobs = list.jobs;
+      state.total = list.total;
+      const groups = list.groups;
       const current = state.group;
       groupSel.replaceChildren(h('option', { value: '' }, 'All groups'), ...groups.map((g) => h('option', { value: g, selected: g === current }, g)));
       draw();
@@ -173,7 +191,8 @@ export function jobsView(_params) {
       h('div.toolbar', search, groupSel, h('div.chips', { role: 'group', 'aria-label': 'Filter by state' }, filters))),
     h('div.card.table-card', h('table.grid.jobs',
       h('thead', h('tr', ['Job', 'Group', 'Schedule', 'Targets', 'Next run', 'Last result', 'Success', 'History', ''].map((t) => h('th', { scope: 'col' }, t)))),
-      body)));
+      body)),
+    pager);
   body.append(h('tr', h('td', { colspan: 9 }, loading())));
   load();
   const off = live.on('overview', () => load());

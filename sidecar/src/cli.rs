@@ -51,7 +51,7 @@ pub enum Command {
     Run(control::RunArgs),
     /// Kill a run, or one minion of it (asks the daemon's API).
     Kill(control::KillArgs),
-    /// The recorded runs (from the run store in --state-dir).
+    /// The recorded runs (asks the daemon's API; --store reads the run store in --state-dir).
     Runs(runs::Args),
     /// Talk to the Salt master directly: watch events, run jobs, fire events.
     Salt(salt::SaltArgs),

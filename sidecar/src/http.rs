@@ -19,6 +19,7 @@ mod error;
 mod jobs;
 mod maint;
 mod openapi;
+mod summaries;
 #[cfg(test)]
 mod tests;
 mod ui;
@@ -78,9 +79,12 @@ pub struct State {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-/// The whole router.
+/// The whole router (its jobs summaries are filled on first use).
 pub fn router(state: State) -> Router {
-    let state = Arc::new(state);
+    router_with(Arc::new(state), Arc::default())
+}
+
+fn router_with(state: Arc<State>, summaries: Arc<summaries::Summaries>) -> Router {
     let cors = state.access.cors();
     Router::new()
         .merge(api::routes())
@@ -93,6 +97,8 @@ pub fn router(state: State) -> Router {
         .merge(ws::routes())
         .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
+        .layer(axum::Extension(summaries))
+        .layer(axum::Extension(Arc::new(ws::Hub::default())))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors)
         .with_state(state)
@@ -127,7 +133,17 @@ where
              Create a token with `saltpeter token new --name NAME --role admin`."
         );
     }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let state = Arc::new(state);
+    let summaries = Arc::new(summaries::Summaries::default());
+    // Fill the jobs summaries now rather than on the first listing.
+    let warm = (Arc::clone(&state), Arc::clone(&summaries));
+    tokio::spawn(async move {
+        let jobs = warm.0.jobs.borrow().clone();
+        if let Err(e) = warm.1.current(&warm.0.store, &jobs).await {
+            warn!(error = %e, "Cannot read the jobs' recent runs; the jobs list will try again.");
+        }
+    });
+    let app = router_with(state, summaries).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener.tap_io(|_| ()), app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

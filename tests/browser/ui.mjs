@@ -131,6 +131,24 @@ try {
     await shot('jobs');
   });
 
+  await check('the timeline shows each job\'s runs as bars over the range', async () => {
+    await page.getByRole('link', { name: 'Timeline' }).click();
+    await page.getByRole('heading', { name: 'Timeline' }).waitFor();
+    await page.locator('.tl-lane', { hasText: 'long' }).locator('.tl-bar.s-killed').waitFor();
+    await page.locator('.tl-lane', { hasText: 'nightly-backup' }).locator('.tl-bar.s-failed').first().waitFor();
+    await page.locator('.tl-lane', { hasText: 'colors' }).locator('.tl-bar.s-succeeded').waitFor();
+    await page.getByRole('button', { name: '15m' }).click();
+    await page.waitForFunction(() => document.querySelectorAll('.tl-axis .tl-tick').length >= 4);
+    const bars = await page.locator('.tl-bar').count();
+    if (bars < 4) throw new Error(`expected at least 4 runs on the timeline, saw ${bars}`);
+    // A bar opens its run.
+    await page.locator('.tl-lane', { hasText: 'long' }).locator('.tl-bar.s-killed').click();
+    await page.locator('.run-status .badge', { hasText: 'Killed' }).waitFor();
+    await page.goBack();
+    await page.locator('.tl-lane', { hasText: 'long' }).waitFor();
+    await shot('timeline');
+  });
+
   await check('maintenance can be set for a minion', async () => {
     await page.getByRole('link', { name: 'Maintenance' }).click();
     await page.getByText('No machine is in maintenance.').waitFor();

@@ -10,7 +10,7 @@ mod wait;
 
 pub use bins::bin;
 pub use lab::{Lab, LabConfig};
-pub use paths::{repo_root, venv_python};
+pub use paths::{repo_root, tool_venv, venv_python};
 pub use sidecar::{MinionResult, RunRecord, Sidecar};
 pub use wait::wait_until;
 

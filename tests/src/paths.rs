@@ -49,3 +49,20 @@ pub fn venv_python() -> PathBuf {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// The venv of one pinned test tool (`NAME==VERSION`), created once by `scripts/pytool venv`
+/// beside the Salt venvs (its own, so the tool's dependencies leave Salt's alone).
+pub fn tool_venv(spec: &str) -> PathBuf {
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts").join("pytool"))
+        .args(["venv", spec])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/pytool venv {spec}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/pytool venv {spec} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

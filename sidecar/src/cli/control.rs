@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Run it now, outside its schedule (the only mode there is; kept for the original's habit).
     #[arg(long)]
     pub now: bool,
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub api: Api,
 }
@@ -37,12 +40,11 @@ pub struct KillArgs {
     /// Kill only this minion's part of the run.
     #[arg(long)]
     pub minion: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub api: Api,
-}
-
-fn post(url: &str, token: Option<&str>) -> anyhow::Result<String> {
-    send("POST", url, token, None)
 }
 
 impl Api {
@@ -108,21 +110,40 @@ fn send(
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let body = post(
-        &format!("{}/api/v1/jobs/{}/run", args.api.api.trim_end_matches('/'), args.job),
-        args.api.token.as_deref(),
-    )?;
-    writeln!(std::io::stdout(), "{body}")?;
+    let path = format!("/api/v1/jobs/{}/run", super::jobs::urlencode(&args.job));
+    let body = args.api.call("POST", &path, None)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{body}")?;
+    } else {
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).context("read the API's answer")?;
+        let slot = answer["scheduled"].as_str().unwrap_or("now");
+        writeln!(
+            out,
+            "{} started (slot {slot}); follow it with `saltpeter runs --job {}`",
+            args.job, args.job
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn kill(args: &KillArgs) -> anyhow::Result<ExitCode> {
-    let mut url =
-        format!("{}/api/v1/runs/{}/kill", args.api.api.trim_end_matches('/'), args.instance);
+    let mut path = format!("/api/v1/runs/{}/kill", super::jobs::urlencode(&args.instance));
     if let Some(minion) = &args.minion {
-        url.push_str(&format!("?minion={minion}"));
+        path.push_str(&format!("?minion={}", super::jobs::urlencode(minion)));
     }
-    let body = post(&url, args.api.token.as_deref())?;
-    writeln!(std::io::stdout(), "{body}")?;
+    let body = args.api.call("POST", &path, None)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{body}")?;
+    } else {
+        let what = args.minion.as_ref().map_or_else(String::new, |m| format!(" on {m}"));
+        writeln!(
+            out,
+            "kill of {}{what} asked; it reports killed (143) once the processes ended",
+            args.instance
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! `saltpeter jobs` and `saltpeter maintenance`: the daemon's jobs and maintenance through its
-//! API (with a token), as a table or, with `--json`, as the API answered.
+//! API (with a token), as a table or, with `--json`, as JSON (the jobs: every page in one array).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -15,7 +15,7 @@ use super::control::Api;
 pub struct JobsArgs {
     /// Only jobs whose name, group, description or target contains this.
     pub search: Option<String>,
-    /// Print the API's JSON.
+    /// Print the jobs as one JSON array.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -69,7 +69,7 @@ pub enum MaintenanceCommand {
     },
 }
 
-fn s(v: &Value) -> String {
+pub(super) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -78,7 +78,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -99,17 +99,27 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn jobs(args: &JobsArgs) -> anyhow::Result<ExitCode> {
-    let path = match &args.search {
-        Some(q) => format!("/api/v1/jobs?q={}", urlencode(q)),
-        None => "/api/v1/jobs".to_owned(),
-    };
-    let body = args.api.call("GET", &path, None)?;
+    // The API answers a page at a time; read them all (the list is sorted by name).
+    let mut jobs: Vec<Value> = Vec::new();
+    loop {
+        let mut path = format!("/api/v1/jobs?limit=1000&offset={}", jobs.len());
+        if let Some(q) = &args.search {
+            path.push_str(&format!("&q={}", urlencode(q)));
+        }
+        let body = args.api.call("GET", &path, None)?;
+        let page: Value = serde_json::from_str(&body).context("read the API's answer")?;
+        let got = page["jobs"].as_array().context("the API's answer has no `jobs`")?;
+        let total = page["total"].as_u64().unwrap_or(0);
+        jobs.extend(got.iter().cloned());
+        if got.is_empty() || jobs.len() as u64 >= total {
+            break;
+        }
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{body}")?;
+        writeln!(out, "{}", Value::Array(jobs))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let jobs: Vec<Value> = serde_json::from_str(&body).context("read the API's answer")?;
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
@@ -213,7 +223,7 @@ pub fn maintenance(args: &MaintenanceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,11 +18,12 @@ use super::api::Shared;
 use super::audit::record;
 use super::auth::{Admin, Operator, Viewer};
 use super::error::{ApiError, ErrorBody, Path, Query, internal};
+use super::summaries::{Entry, Summaries, WINDOW};
 use super::{ReloadOutcome, State};
 use crate::config::{Job, JobName};
 use crate::salt::{ClientError, Publish, Target};
 use crate::scheduler::SchedulerError;
-use crate::store::{JobRecent, RunStatus};
+use crate::store::RunStatus;
 
 pub(super) fn routes() -> Router<Arc<State>> {
     Router::new()
@@ -36,8 +37,6 @@ pub(super) fn routes() -> Router<Arc<State>> {
 
 /// What replaces every `env` value.
 pub(super) const REDACTED: &str = "<redacted>";
-/// Runs looked at for the success rate (and the history).
-const RATE_WINDOW: u32 = 30;
 /// Runs in the history strip.
 const HISTORY: usize = 20;
 
@@ -53,8 +52,14 @@ pub(super) struct RunBrief {
 
 impl From<&crate::store::RunRow> for RunBrief {
     fn from(r: &crate::store::RunRow) -> Self {
+        RunBrief::from(&Entry::from(r))
+    }
+}
+
+impl From<&Entry> for RunBrief {
+    fn from(r: &Entry) -> Self {
         RunBrief {
-            instance: r.instance.clone(),
+            instance: r.instance.to_string(),
             scheduled: r.scheduled,
             status: r.status.as_str(),
             started: r.started,
@@ -89,16 +94,26 @@ pub(super) struct JobSummary {
     history: Vec<RunBrief>,
 }
 
-fn summary(job: &Job, recent: Option<&JobRecent>, now: DateTime<Utc>, next: usize) -> JobSummary {
-    let runs = recent.map(|r| r.runs.as_slice()).unwrap_or_default();
-    let finished: Vec<_> = runs
-        .iter()
-        .filter(|r| {
-            matches!(r.status, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Killed)
-        })
-        .collect();
+/// Whether a run counts for the success rate and the last result.
+fn finished(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Killed)
+}
+
+/// What the state filter looks at: `running`, `disabled`, or the last result's status (`none`).
+fn state_of(job: &Job, runs: &[Entry]) -> &'static str {
+    if runs.iter().any(|r| r.status.is_open()) {
+        "running"
+    } else if !job.enabled {
+        "disabled"
+    } else {
+        runs.iter().find(|r| finished(r.status)).map_or("none", |r| r.status.as_str())
+    }
+}
+
+fn summary(job: &Job, runs: &[Entry], now: DateTime<Utc>, next: usize) -> JobSummary {
+    let finished: Vec<&Entry> = runs.iter().filter(|r| finished(r.status)).collect();
     let succeeded = finished.iter().filter(|r| r.status == RunStatus::Succeeded).count();
-    #[allow(clippy::cast_precision_loss)] // counts of at most RATE_WINDOW
+    #[allow(clippy::cast_precision_loss)] // counts of at most WINDOW
     let success_rate = (!finished.is_empty()).then(|| succeeded as f64 / finished.len() as f64);
     JobSummary {
         name: job.name.as_str().to_owned(),
@@ -118,6 +133,10 @@ fn summary(job: &Job, recent: Option<&JobRecent>, now: DateTime<Utc>, next: usiz
     }
 }
 
+/// The default page size of the jobs list, and the largest.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
@@ -125,32 +144,78 @@ pub(super) struct ListQuery {
     q: Option<String>,
     /// Only this group's jobs.
     group: Option<String>,
+    /// Only jobs in this state: `running`, `failing` (last result failed or killed), `disabled`,
+    /// `succeeded`, `none` (no finished run yet); `all` or empty for every job.
+    state: Option<String>,
+    /// Jobs per page (default 100, at most 1000).
+    limit: Option<usize>,
+    /// How many matching jobs to skip (by name order).
+    offset: Option<usize>,
 }
 
-/// Every job, by name.
+/// A page of the jobs list.
+#[derive(Serialize, ToSchema)]
+pub(super) struct JobList {
+    /// This page, by name.
+    jobs: Vec<JobSummary>,
+    /// Jobs matching the filters, on every page.
+    total: usize,
+    offset: usize,
+    limit: usize,
+    /// Every group of every job (for a group filter), sorted.
+    groups: Vec<String>,
+}
+
+/// The jobs, by name, a page at a time. Last results, success rates and histories come from the
+/// summaries kept in memory (see `docs/api.md`), not from a query per job.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = [JobSummary]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn list(
     AxumState(state): Shared,
+    Extension(summaries): Extension<Arc<Summaries>>,
     _: Viewer,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<JobSummary>>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit {limit} is not from 1 to {MAX_PAGE}")));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let wanted = match q.state.as_deref().unwrap_or("") {
+        "" | "all" => None,
+        s @ ("running" | "failing" | "disabled" | "succeeded" | "none") => Some(s),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "state {other:?} is not one of all, running, failing, disabled, succeeded, none"
+            )));
+        }
+    };
     let jobs = state.jobs.borrow().clone();
+    let cache = summaries.current(&state.store, &jobs).await.map_err(internal)?;
     let now = Utc::now();
     let needle = q.q.map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
+    let none: &[Entry] = &[];
+    let runs_of = |job: &Job| cache.jobs.get(job.name.as_str()).map_or(none, Vec::as_slice);
     let matches = |job: &Job| {
         q.group.as_deref().is_none_or(|g| g.is_empty() || job.group == g)
             && needle.as_deref().is_none_or(|n| {
-                job.name.as_str().to_lowercase().contains(n)
-                    || job.group.to_lowercase().contains(n)
-                    || job.targets.to_lowercase().contains(n)
-                    || job.description.as_deref().is_some_and(|d| d.to_lowercase().contains(n))
+                cache.haystacks.get(job.name.as_str()).is_some_and(|h| h.contains(n))
+            })
+            && wanted.is_none_or(|w| match (w, state_of(job, runs_of(job))) {
+                ("failing", s) => s == "failed" || s == "killed",
+                (w, s) => w == s,
             })
     };
-    let listed: Vec<&Arc<Job>> = jobs.values().filter(|j| matches(j)).collect();
-    let names = listed.iter().map(|j| j.name.as_str().to_owned()).collect();
-    let recent = state.store.recent_runs(names, RATE_WINDOW).await.map_err(internal)?;
-    Ok(Json(listed.into_iter().map(|j| summary(j, recent.get(j.name.as_str()), now, 3)).collect()))
+    let mut total = 0;
+    let mut page = Vec::new();
+    for job in jobs.values().filter(|j| matches(j)) {
+        if total >= offset && page.len() < limit {
+            page.push(summary(job, runs_of(job), now, 3));
+        }
+        total += 1;
+    }
+    Ok(Json(JobList { jobs: page, total, offset, limit, groups: cache.groups.clone() }))
 }
 
 /// A job's definition as loaded. `env` values are always redacted.
@@ -218,10 +283,13 @@ pub(super) async fn one(
     Path(name): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     let job = find(&state, &name)?;
+    #[allow(clippy::cast_possible_truncation)] // WINDOW is small
     let recent =
-        state.store.recent_runs(vec![name.clone()], RATE_WINDOW).await.map_err(internal)?;
+        state.store.recent_runs(vec![name.clone()], WINDOW as u32).await.map_err(internal)?;
+    let runs: Vec<Entry> =
+        recent.get(&name).map(|r| r.runs.iter().map(Entry::from).collect()).unwrap_or_default();
     Ok(Json(JobDetail {
-        summary: summary(&job, recent.get(&name), Utc::now(), 10),
+        summary: summary(&job, &runs, Utc::now(), 10),
         definition: definition(&job),
     }))
 }

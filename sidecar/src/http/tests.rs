@@ -366,7 +366,9 @@ async fn jobs_show_next_runs_last_result_success_rate_and_never_env_values() {
     let a = api.get("/api/v1/jobs").await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(!String::from_utf8_lossy(&a.body).contains("hunter2"));
-    let jobs = a.json();
+    let list = a.json();
+    assert_eq!((list["total"].as_u64(), list["groups"].clone()), (Some(2), json!(["jobs", "web"])));
+    let jobs = &list["jobs"];
     let names: Vec<&str> =
         jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["backup", "rotate"]);
@@ -391,9 +393,23 @@ async fn jobs_show_next_runs_last_result_success_rate_and_never_env_values() {
     assert_eq!(one["next_runs"].as_array().unwrap().len(), 10);
 
     let search = api.get("/api/v1/jobs?q=DATABASE").await.json();
-    assert_eq!(search.as_array().unwrap().len(), 1);
+    assert_eq!(search["jobs"].as_array().unwrap().len(), 1);
     let group = api.get("/api/v1/jobs?group=web").await.json();
-    assert_eq!(group[0]["name"], "rotate");
+    assert_eq!(
+        (group["jobs"][0]["name"].as_str(), group["total"].as_u64()),
+        (Some("rotate"), Some(1))
+    );
+    let page = api.get("/api/v1/jobs?limit=1&offset=1").await.json();
+    assert_eq!(
+        (page["jobs"][0]["name"].as_str(), page["total"].as_u64()),
+        (Some("rotate"), Some(2))
+    );
+    let none = api.get("/api/v1/jobs?state=none").await.json();
+    assert_eq!(none["jobs"][0]["name"], "rotate");
+    assert_eq!(api.get("/api/v1/jobs?state=succeeded").await.json()["jobs"][0]["name"], "backup");
+    for bad in ["state=green", "limit=0", "limit=1001", "offset=-1"] {
+        assert_eq!(api.get(&format!("/api/v1/jobs?{bad}")).await.status, StatusCode::BAD_REQUEST);
+    }
     assert_eq!(api.get("/api/v1/jobs/nope").await.status, StatusCode::NOT_FOUND);
 
     let preview = api.get("/api/v1/jobs/rotate/preview?n=5").await.json();
@@ -404,6 +420,47 @@ async fn jobs_show_next_runs_last_result_success_rate_and_never_env_values() {
     assert!(preview["targets_error"].as_str().unwrap().contains("Salt"));
     assert_eq!(api.get("/api/v1/jobs/rotate/preview?n=0").await.status, StatusCode::BAD_REQUEST);
     assert_eq!(api.get("/api/v1/jobs/rotate/preview?n=x").await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_jobs_list_follows_runs_as_they_start_and_finish() {
+    let api = api().await;
+    async fn backup(api: &Api) -> Value {
+        api.get("/api/v1/jobs?q=backup").await.json()["jobs"][0].clone()
+    }
+    assert_eq!(backup(&api).await["last"], Value::Null);
+    // Started after the first listing: in flight at the next.
+    api.seed(run("a", "backup", 0, RunStatus::Running)).await;
+    let j = backup(&api).await;
+    assert_eq!((j["running"].clone(), j["last"]["instance"].clone()), (json!(true), json!("a")));
+    // Finished, stamped long ago: found because it was in flight at the last look.
+    api.seed(vec![Write::UpdateRun {
+        instance: "a".into(),
+        status: RunStatus::Failed,
+        reason: String::new(),
+        started: Some(t0()),
+        finished: Some(t0() + Duration::seconds(5)),
+    }])
+    .await;
+    let j = backup(&api).await;
+    assert_eq!(
+        (j["running"].clone(), j["last_result"]["status"].clone()),
+        (json!(false), json!("failed"))
+    );
+    // Started and finished between two listings: found by its finish time.
+    let mut writes = run("b", "backup", 1, RunStatus::Pending);
+    writes.push(Write::UpdateRun {
+        instance: "b".into(),
+        status: RunStatus::Succeeded,
+        reason: String::new(),
+        started: Some(Utc::now()),
+        finished: Some(Utc::now()),
+    });
+    api.seed(writes).await;
+    let j = backup(&api).await;
+    assert_eq!(j["last_result"]["instance"], "b");
+    assert_eq!(j["success_rate"], 0.5);
+    assert_eq!(j["history"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

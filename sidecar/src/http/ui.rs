@@ -18,6 +18,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("api.js", "text/javascript", include_str!("../../../ui/api.js")),
     ("views.js", "text/javascript", include_str!("../../../ui/views.js")),
     ("run.js", "text/javascript", include_str!("../../../ui/run.js")),
+    ("timeline.js", "text/javascript", include_str!("../../../ui/timeline.js")),
     ("term.js", "text/javascript", include_str!("../../../ui/term.js")),
     ("util.js", "text/javascript", include_str!("../../../ui/util.js")),
     ("style.css", "text/css", include_str!("../../../ui/style.css")),

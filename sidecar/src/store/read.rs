@@ -132,45 +132,53 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
 }
 
 pub(super) fn runs(c: &Connection, f: &RunFilter) -> rusqlite::Result<Vec<RunRow>> {
-    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    // With a minion, walk that minion's runs in listing order (`minion_runs`) rather than every
+    // run; the run's columns carry the same times, so the other clauses read the same.
+    let (mut sql, t) = match f.minion {
+        Some(_) => (
+            format!(
+                "SELECT {} FROM minion_runs m JOIN runs u ON u.instance = m.instance \
+                 WHERE m.minion = ?1",
+                RUN_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+            ),
+            "m.",
+        ),
+        None => (format!("SELECT {RUN_COLUMNS} FROM runs u WHERE 1 = 1"), "u."),
+    };
     let mut args: Vec<Value> = Vec::new();
+    if let Some(minion) = &f.minion {
+        args.push(Value::Text(minion.clone()));
+    }
     let mut arg = |sql: &mut String, clause: &str, value: Value| {
         args.push(value);
-        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())).replace("t.", t));
     };
     if let Some(job) = &f.job {
-        arg(&mut sql, " AND job = ?", Value::Text(job.clone()));
+        arg(&mut sql, " AND u.job = ?", Value::Text(job.clone()));
     }
     if let Some(status) = f.status {
-        arg(&mut sql, " AND status = ?", Value::Text(status.as_str().to_owned()));
-    }
-    if let Some(minion) = &f.minion {
-        arg(
-            &mut sql,
-            " AND instance IN (SELECT instance FROM results WHERE minion = ?)",
-            Value::Text(minion.clone()),
-        );
+        arg(&mut sql, " AND u.status = ?", Value::Text(status.as_str().to_owned()));
     }
     if let Some(since) = f.since {
-        arg(&mut sql, " AND scheduled_at >= ?", Value::Integer(since.timestamp_millis()));
+        arg(&mut sql, " AND t.scheduled_at >= ?", Value::Integer(since.timestamp_millis()));
     }
     if let Some(until) = f.until {
-        arg(&mut sql, " AND scheduled_at < ?", Value::Integer(until.timestamp_millis()));
+        arg(&mut sql, " AND t.scheduled_at < ?", Value::Integer(until.timestamp_millis()));
     }
     if let Some(before) = f.before {
-        arg(&mut sql, " AND scheduled_at < ?", Value::Integer(before.timestamp_millis()));
+        arg(&mut sql, " AND t.scheduled_at < ?", Value::Integer(before.timestamp_millis()));
     }
     if let Some(after) = &f.after {
         let (s, c) = (after.scheduled.timestamp_millis(), after.created.timestamp_millis());
-        arg(&mut sql, " AND (scheduled_at < ?", Value::Integer(s));
-        arg(&mut sql, " OR (scheduled_at = ?", Value::Integer(s));
-        arg(&mut sql, " AND (created_at < ?", Value::Integer(c));
-        arg(&mut sql, " OR (created_at = ?", Value::Integer(c));
-        arg(&mut sql, " AND instance < ?))))", Value::Text(after.instance.clone()));
+        arg(&mut sql, " AND (t.scheduled_at < ?", Value::Integer(s));
+        arg(&mut sql, " OR (t.scheduled_at = ?", Value::Integer(s));
+        arg(&mut sql, " AND (t.created_at < ?", Value::Integer(c));
+        arg(&mut sql, " OR (t.created_at = ?", Value::Integer(c));
+        arg(&mut sql, " AND t.instance < ?))))", Value::Text(after.instance.clone()));
     }
     arg(
         &mut sql,
-        " ORDER BY scheduled_at DESC, created_at DESC, instance DESC LIMIT ?",
+        " ORDER BY t.scheduled_at DESC, t.created_at DESC, t.instance DESC LIMIT ?",
         Value::Integer(f.limit.into()),
     );
     let mut stmt = c.prepare_cached(&sql)?;

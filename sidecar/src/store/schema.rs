@@ -158,6 +158,28 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX runs_by_order ON runs (scheduled_at, created_at);
      DROP INDEX runs_by_job;
      CREATE INDEX runs_by_job ON runs (job, scheduled_at, created_at);",
+    // 7 (ops): the runs of one minion in listing order. `results` holds no time, so listing
+    // `?minion=` read every result of the minion and sorted its runs; this table keeps each
+    // result's run time beside the minion, filled by a trigger as results are inserted and
+    // emptied with them.
+    "CREATE TABLE minion_runs (
+        minion       TEXT NOT NULL,
+        scheduled_at INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        instance     TEXT NOT NULL,
+        PRIMARY KEY (minion, scheduled_at, created_at, instance),
+        FOREIGN KEY (instance, minion) REFERENCES results (instance, minion) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX minion_runs_by_result ON minion_runs (instance, minion);
+    INSERT OR IGNORE INTO minion_runs (minion, scheduled_at, created_at, instance)
+        SELECT r.minion, u.scheduled_at, u.created_at, r.instance
+        FROM results r JOIN runs u ON u.instance = r.instance;
+    CREATE TRIGGER minion_runs_result AFTER INSERT ON results
+    BEGIN
+        INSERT OR IGNORE INTO minion_runs (minion, scheduled_at, created_at, instance)
+        SELECT NEW.minion, scheduled_at, created_at, NEW.instance FROM runs
+        WHERE instance = NEW.instance;
+    END;",
 ];
 
 /// The schema version this build writes.

@@ -1,7 +1,8 @@
 //! The API and its command line against a real daemon on the shared lab, with tokens: a viewer
 //! may read but not act; maintenance set through the API (`saltpeter maintenance start`) is
 //! merged with the files' and reaches the engine (the minion is skipped, not failed); run now and
-//! the audit log through `saltpeter run --now` and the API; `/metrics` counts the runs.
+//! the audit log through `saltpeter run --now` and the API; `saltpeter runs` lists and shows runs
+//! through the API; `/metrics` counts the runs.
 
 use std::io::{Read as _, Write as _};
 use std::process::Command;
@@ -80,6 +81,21 @@ fn maintenance_set_through_the_api_reaches_runs_and_every_action_is_audited() {
         (runs.len() == 2).then(|| runs[1].clone())
     });
     assert!(second.results.iter().all(|r| r.retcode == Some(0)), "{second:#?}");
+
+    // `saltpeter runs` asks the API too: a table, one run with its output, JSON.
+    let (ok, text) = cli(&sidecar, &viewer, &["runs", "--job", "report", "--status", "succeeded"]);
+    assert!(ok && text.contains(&second.instance) && text.contains("manual"), "{text}");
+    let (ok, text) = cli(&sidecar, &viewer, &["runs", &second.instance]);
+    assert!(
+        ok && text.contains("== minion-1 (")
+            && text.contains(", exit 0, ")
+            && text.contains("report\n"),
+        "{text}"
+    );
+    let (ok, text) = cli(&sidecar, &viewer, &["runs", "--json", "--limit", "1", "--job", "report"]);
+    assert!(ok && text.contains(&format!("\"instance\":\"{}\"", second.instance)), "{text}");
+    let (ok, text) = cli(&sidecar, "sp_nonsense", &["runs"]);
+    assert!(!ok && text.contains("401"), "{text}");
 
     // The audit log names the token of each action.
     let (ok, text) = cli(&sidecar, &viewer, &["maintenance", "--json"]);

@@ -3,6 +3,7 @@
 //! tests that stop the master or a minion start their own with `Lab::start`.
 
 mod api;
+mod api_fuzz;
 mod cron_differential;
 mod daemon;
 mod dispatch;

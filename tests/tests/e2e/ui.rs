@@ -1,8 +1,9 @@
 //! The web UI in a real browser: Debian's chromium driven by `playwright-core`
 //! (`tests/browser/ui.mjs`) against a real sidecar on the shared lab, signed in with an operator
 //! token made by `saltpeter token new`. The script signs in, sees the jobs table, runs a job now
-//! and watches its coloured output arrive live, kills a long job and sees 143, checks the heatmap,
-//! sets maintenance and reads the audit log; it saves screenshots under `docs/screenshots/`.
+//! and watches its coloured output arrive live, kills a long job and sees 143, checks the heatmap
+//! and the timeline, sets maintenance and reads the audit log; it saves screenshots under
+//! `docs/screenshots/`.
 //! This test then checks the same facts in the run store and the audit table.
 //!
 //! Needs `node` and `chromium` (`scripts/setup-system`) and `npm ci` in `tests/browser`
@@ -128,6 +129,7 @@ fn the_ui_signs_in_runs_watches_live_output_and_kills() {
         "run-live",
         "run-killed",
         "job",
+        "timeline",
         "maintenance",
         "audit",
         "runs",

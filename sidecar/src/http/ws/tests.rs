@@ -128,3 +128,63 @@ async fn the_original_uis_messages_still_work() {
     client.send(Message::Text(json!({"run": "backup"}).to_string().into())).await.unwrap();
     crate::http::tests::wait_for_audit(&api, "run").await;
 }
+
+/// Output messages of `instance` until `total` bytes, checking each follows on from the last
+/// (no gap, no repeat); answers how many messages it took.
+async fn read_all(client: &mut Client, total: u64) -> usize {
+    let mut at = 0;
+    let mut messages = 0;
+    while at < total {
+        let v = next_where(client, |v| v["type"] == "output").await;
+        assert_eq!(v["offset"].as_u64(), Some(at), "a gap or a repeat at {at}");
+        at += v["data"].as_str().unwrap().len() as u64;
+        messages += 1;
+    }
+    assert_eq!(at, total);
+    messages
+}
+
+#[tokio::test]
+async fn watchers_share_a_feed_a_stalled_one_holds_nobody_and_a_late_one_catches_up() {
+    let api = api().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = api.app.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let watch = move || async move {
+        let url = format!("ws://{addr}/ws?token={VIEWER}");
+        let (mut c, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        c.send(Message::Text(json!({"type": "hello"}).to_string().into())).await.unwrap();
+        let w = json!({"type": "watch_run", "instance": "r1"}).to_string();
+        c.send(Message::Text(w.into())).await.unwrap();
+        c
+    };
+    let mut writes = run("r1", "backup", 0, RunStatus::Running);
+    writes.push(result("r1", "db1", None));
+    api.seed(writes).await;
+    let (mut reader, _stalled) = (watch().await, watch().await);
+    // 6 MiB in 64 KiB chunks, as fast as the store takes them: far more than the stalled
+    // client's socket buffers hold.
+    let chunk = vec![b'x'; 64 << 10];
+    let total = 96 * chunk.len() as u64;
+    let store = api.store.clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..96u64 {
+            let mut w = output("r1", "db1", i * chunk.len() as u64, &chunk);
+            if let Write::Output { cap, .. } = &mut w {
+                *cap = u64::MAX / 2;
+            }
+            store.write_durable(w).await.unwrap();
+        }
+    });
+    let late = tokio::spawn(async move {
+        let mut late = watch().await;
+        read_all(&mut late, total).await
+    });
+    let shared = tokio::time::timeout(Duration::from_secs(60), read_all(&mut reader, total))
+        .await
+        .expect("the reading client got all the output although another one stalled");
+    producer.await.unwrap();
+    let caught_up = tokio::time::timeout(Duration::from_secs(60), late).await.unwrap().unwrap();
+    assert!(shared >= 3 && caught_up >= 3, "{shared} {caught_up}");
+}
