@@ -110,11 +110,20 @@ def jobs(q=None, group=None, url=None, token=None):
 
     CLI Example: ``salt-run saltpeter.jobs [group=db]``
     """
-    answer, error = _call("GET", "/api/v1/jobs", {"q": q, "group": group}, url=url, token=token)
-    if error:
-        return error
-    listed = answer.get("jobs", answer) if isinstance(answer, dict) else answer
-    return {job.get("name", str(i)): job for i, job in enumerate(listed or [])}
+    found, offset = {}, 0
+    while True:
+        query = {"q": q, "group": group, "limit": 1000, "offset": offset}
+        answer, error = _call("GET", "/api/v1/jobs", query, url=url, token=token)
+        if error:
+            return error
+        # A page ``{"jobs": [...], "total": N, ...}``; older sidecars answer a bare list.
+        listed = (answer.get("jobs") if isinstance(answer, dict) else answer) or []
+        for job in listed:
+            found[job.get("name", str(len(found)))] = job
+        offset += len(listed)
+        total = answer.get("total", 0) if isinstance(answer, dict) else 0
+        if not listed or offset >= total:
+            return found
 
 
 def status(name=None, url=None, token=None):
