@@ -22,8 +22,8 @@ pub struct Job {
     pub stderr: ChildStderr,
 }
 
-/// Starts the run's command. Errors are the spawn's (no `/bin/sh`, cwd refused to the user).
-pub fn spawn(spec: &RunSpec) -> std::io::Result<Job> {
+/// The run's command, ready to start (everything but the fork and exec).
+pub fn command(spec: &RunSpec) -> std::process::Command {
     #[allow(clippy::disallowed_methods)] // the one place the agent starts the job
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c").arg(&spec.command);
@@ -45,6 +45,13 @@ pub fn spawn(spec: &RunSpec) -> std::io::Result<Job> {
         None => sys::new_session(&mut cmd),
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts a command from [`command`]: fork and exec. Errors are the spawn's (no `/bin/sh`, cwd
+/// refused to the user). Needs a runtime's context (its pipes
+/// and its exit are followed by the runtime).
+pub fn start(cmd: std::process::Command) -> std::io::Result<Job> {
     let mut child = tokio::process::Command::from(cmd).spawn()?;
     let pgid = child
         .id()

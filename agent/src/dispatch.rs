@@ -18,6 +18,9 @@ use crate::env::{self, EnvError, Overlap, RunSpec, Settings};
 use crate::run::{self, RunLink};
 use crate::users::AccountDb;
 
+/// Threads that start commands at once (the runtime's blocking pool).
+const START_THREADS: usize = 8;
+
 pub const USAGE: &str = "usage: saltpeter-agent dispatch --url URL --dispatch ID --token TOKEN";
 
 /// Reads the flags, and the agent's own `SP_*` settings (log, state, CA, machine) from `vars`.
@@ -127,7 +130,13 @@ pub fn spec_of(
 
 pub fn main(settings: Settings, dispatch: DispatchId) -> std::process::ExitCode {
     daemon::init_tracing(settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // One thread runs the connection and every run's pipes; the runs of an instant are started
+    // (lock, fork, exec) from up to START_THREADS threads side by side.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(START_THREADS)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "Cannot start the runtime.");

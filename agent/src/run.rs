@@ -26,6 +26,8 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 const READ_BUF: usize = 64 * 1024;
+/// How long before an armed run's instant the runtime hands it to its start thread.
+const HANDOVER: Duration = Duration::from_millis(5);
 
 /// A request to a run from the connection or from a signal.
 #[derive(Clone, Copy, Debug)]
@@ -118,9 +120,12 @@ pub async fn drive(
     let mut sink = Sink { outbox: &outbox, wake: &wake, failed: false };
     if let Some(at) = spec.scheduled {
         // Armed: wait for the instant by this machine's clock; a kill meanwhile cancels the run.
+        // The runtime's timer has a grain of a millisecond and wakes every run of an instant
+        // on one thread: it only hands over shortly before, and the start thread sleeps the
+        // rest itself.
         let wait = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
-            () = sleep(wait) => {}
+            () = sleep(wait.saturating_sub(HANDOVER)) => {}
             Some(Control::Kill(_)) = control.recv() => {
                 sink.note("[saltpeter-agent] killed before its scheduled start: never started\n");
                 sink.finish(ExitCode::Killed.code(), EndReason::Killed);
@@ -128,23 +133,30 @@ pub async fn drive(
             }
         }
     }
-    let _overlap_lock = match &spec.overlap {
-        Overlap::Allowed => None,
-        Overlap::Locked(path) => match lock::try_exclusive(path) {
-            Ok(held) => Some(held),
-            Err(e) => {
-                sink.note(&format!(
-                    "LOCKFILE ERROR: job {} is already running on this minion ({e}); overlap not allowed\n",
-                    spec.run.job_name
-                ));
-                sink.finish(ExitCode::StartFailed.code(), EndReason::Overlap);
-                return;
-            }
-        },
+    // Lock and fork/exec off the runtime's thread, so the runs due at one instant start side
+    // by side (a few threads at once) rather than one after the other.
+    let spec = Arc::new(spec);
+    let started = {
+        let (spec, dir) = (Arc::clone(&spec), dir.clone());
+        tokio::task::spawn_blocking(move || start(&spec, &dir)).await
     };
-    let mut job = match child::spawn(&spec) {
-        Ok(job) => job,
+    let (_overlap_lock, mut job) = match started {
+        Ok(Start::Ready(held, job)) => (held, *job),
+        Ok(Start::Overlap(e)) => {
+            sink.note(&format!(
+                "LOCKFILE ERROR: job {} is already running on this minion ({e}); overlap not allowed\n",
+                spec.run.job_name
+            ));
+            sink.finish(ExitCode::StartFailed.code(), EndReason::Overlap);
+            return;
+        }
+        Ok(Start::Failed(e)) => {
+            sink.note(&format!("[saltpeter-agent] cannot start the command: {e}\n"));
+            sink.finish(ExitCode::StartFailed.code(), EndReason::StartFailed);
+            return;
+        }
         Err(e) => {
+            // The start thread panicked or the runtime is shutting down.
             sink.note(&format!("[saltpeter-agent] cannot start the command: {e}\n"));
             sink.finish(ExitCode::StartFailed.code(), EndReason::StartFailed);
             return;
@@ -152,15 +164,6 @@ pub async fn drive(
     };
     let pgid = job.pgid;
     info!(pgid, command = %spec.command, "Command started.");
-    if let Err(e) = dir.write_info(&RunInfo {
-        job_name: spec.run.job_name.clone(),
-        job_instance: spec.run.job_instance.clone(),
-        agent_pid: std::process::id(),
-        pgid: Some(pgid),
-        started: Timestamp::now(),
-    }) {
-        warn!(error = %e, "Cannot write run.json.");
-    }
     lock_outbox(&outbox).started(pgid);
     wake.notify_one();
 
@@ -239,6 +242,51 @@ pub async fn drive(
         None => (status.unwrap_or(ExitCode::Error.code()), EndReason::Exited),
     };
     sink.finish(retcode, reason);
+}
+
+/// What the start thread hands back.
+enum Start {
+    /// Started: the overlap lock (held for the run's life) and the job.
+    Ready(Option<lock::Held>, Box<child::Job>),
+    /// The previous run of the job still holds the lock.
+    Overlap(String),
+    /// The command could not be started.
+    Failed(String),
+}
+
+/// Runs on a blocking thread: prepares the command, sleeps to the scheduled instant (never
+/// waking before it by the wall clock), takes the overlap lock, starts the command and
+/// writes `run.json`.
+fn start(spec: &RunSpec, dir: &RunDir) -> Start {
+    let cmd = child::command(spec);
+    if let Some(at) = spec.scheduled {
+        while let Ok(left) = (at - chrono::Utc::now()).to_std()
+            && !left.is_zero()
+        {
+            std::thread::sleep(left);
+        }
+    }
+    let held = match &spec.overlap {
+        Overlap::Allowed => None,
+        Overlap::Locked(path) => match lock::try_exclusive(path) {
+            Ok(held) => Some(held),
+            Err(e) => return Start::Overlap(e.to_string()),
+        },
+    };
+    let job = match child::start(cmd) {
+        Ok(job) => job,
+        Err(e) => return Start::Failed(e.to_string()),
+    };
+    if let Err(e) = dir.write_info(&RunInfo {
+        job_name: spec.run.job_name.clone(),
+        job_instance: spec.run.job_instance.clone(),
+        agent_pid: std::process::id(),
+        pgid: Some(job.pgid),
+        started: Timestamp::now(),
+    }) {
+        warn!(error = %e, "Cannot write run.json.");
+    }
+    Start::Ready(held, Box::new(job))
 }
 
 /// When to stop reading pipes that outlive the shell: silent for [`DRAIN_GRACE`], or

@@ -21,6 +21,8 @@ use crate::store::StoreHandle;
 
 /// Connections served at once; past it new ones wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 20_000;
+/// Each connection's WebSocket read buffer: also the most read from the socket at once.
+const READ_BUFFER: usize = 2 * 1024;
 
 /// Counts of what agents got wrong, for metrics and tests.
 #[derive(Debug, Default)]
@@ -81,9 +83,12 @@ pub async fn serve(
                 url_token = request.uri().query().and_then(token_from_query);
                 Ok(response)
             };
+            // Small buffers: 10,000 idle sessions are the common case. The read buffer is
+            // allocated per connection (a frame larger than it grows it for that frame);
+            // nothing is batched on write (every message is flushed at once anyway).
             let config = WebSocketConfig::default()
-                .read_buffer_size(8 * 1024)
-                .write_buffer_size(8 * 1024)
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(0)
                 .max_message_size(Some(2 * saltpeter_protocol::MAX_FRAME_BYTES))
                 .max_frame_size(Some(2 * saltpeter_protocol::MAX_FRAME_BYTES));
             let ws =

@@ -126,6 +126,12 @@ impl DispatchMetrics {
         self.prearmed.get_or_create(&ArmLabel { outcome: "armed".to_owned() }).inc();
     }
 
+    /// A pre-armed minion run whose agent fetched its manifest in time but started the
+    /// command without having armed it before its instant.
+    pub fn late_armed(&self) {
+        self.prearmed.get_or_create(&ArmLabel { outcome: "late-armed".to_owned() }).inc();
+    }
+
     /// `n` pre-armed minion runs that fell back.
     pub fn fell_back(&self, n: u64) {
         self.prearmed.get_or_create(&ArmLabel { outcome: "fallback".to_owned() }).inc_by(n);

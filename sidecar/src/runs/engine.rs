@@ -1,7 +1,7 @@
 //! The engine actor: owns every run in flight, applies inputs to their state machines, and turns
 //! the effects into work for `dispatch` (Salt), the agent registry (kills) and `record`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -103,6 +103,10 @@ struct Active {
     /// Minions launched the legacy way (`cmd.run` of the command through Salt): they are
     /// killed with `saltutil.kill_job` of their publish, never through an agent.
     legacy: HashMap<String, LegacyMinion>,
+    /// Minions published pre-armed whose agent has not confirmed `armed` yet: one that starts
+    /// the command without having armed (its manifest came too late to arm every entry
+    /// before the instant) is recorded `late-armed`.
+    unarmed: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -307,6 +311,7 @@ impl Engine {
                     recorder,
                     armed_at: None,
                     legacy: HashMap::new(),
+                    unarmed: HashSet::new(),
                 },
             );
         }
@@ -515,6 +520,10 @@ impl Engine {
                     "The agent started the command."
                 );
                 active.recorder.minion_started(&key.minion).await;
+                if active.unarmed.remove(&key.minion) {
+                    active.recorder.minion_path(&key.minion, "late-armed", None).await;
+                    self.deps.metrics.late_armed();
+                }
                 Input::AgentStarted
             }
             AgentEventKind::Alive => Input::AgentAlive,
@@ -526,6 +535,7 @@ impl Engine {
             AgentEventKind::Error { message } => Input::AgentError { message },
             AgentEventKind::Armed { scheduled } => {
                 let skew = self.deps.registry.skew(&key.minion);
+                active.unarmed.remove(&key.minion);
                 active.recorder.minion_path(&key.minion, "armed", skew).await;
                 active.recorder.minion_armed(&key.minion).await;
                 self.deps.metrics.armed();
@@ -631,6 +641,9 @@ impl Engine {
                             let lead = super::lead_of(&active.job, &self.deps.settings);
                             let lead = chrono::Duration::from_std(lead).unwrap_or_default();
                             let scheduled = instant.filter(|_| lead > chrono::Duration::zero());
+                            if scheduled.is_some() {
+                                active.unarmed.extend(minions.iter().cloned());
+                            }
                             coalesce::Pending {
                                 instance: instance.to_owned(),
                                 job,

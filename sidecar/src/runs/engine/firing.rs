@@ -135,6 +135,7 @@ impl Engine {
                     recorder,
                     armed_at,
                     legacy: HashMap::new(),
+                    unarmed: std::collections::HashSet::new(),
                 },
             );
         }
@@ -228,7 +229,8 @@ impl Engine {
                 };
                 warn!(dispatch = %dispatch.id, minion, runs = instances.len(), "The minion did not arm by the instant; dispatching it now.");
                 for instance in instances {
-                    let Some(active) = self.runs.get(&instance) else { continue };
+                    let Some(active) = self.runs.get_mut(&instance) else { continue };
+                    active.unarmed.remove(&minion);
                     let Stage::Running(run) = &active.stage else { continue };
                     if !run.active().any(|m| m == minion) {
                         continue;

@@ -285,8 +285,10 @@ fn burst(lab: &Lab, n: usize, minutes: usize) -> anyhow::Result<()> {
         }
     }
     let mut statuses = std::collections::BTreeMap::<&str, usize>::new();
+    let mut paths = std::collections::BTreeMap::<&str, usize>::new();
     for r in &rows {
         *statuses.entry(r.status.as_str()).or_default() += 1;
+        *paths.entry(r.path.as_deref().unwrap_or("none")).or_default() += 1;
     }
     println!(
         "burst (ours): {n} jobs x 3 minions x {minutes} minutes: {recorded} of {} results recorded \
@@ -297,6 +299,7 @@ fn burst(lab: &Lab, n: usize, minutes: usize) -> anyhow::Result<()> {
         n * minutes
     );
     println!("burst (ours) start lag: {}", summary(&mut lag));
+    println!("burst (ours): result rows by dispatch path {paths:?}");
     procs::report("burst (ours)", &figures, over);
     println!("burst (ours): peak load average {:.1}, now {}", peak.0, load());
     Ok(())

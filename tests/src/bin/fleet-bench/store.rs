@@ -14,6 +14,8 @@ pub(crate) struct Stored {
     pub(crate) status: String,
     pub(crate) retcode: Option<i32>,
     pub(crate) output: String,
+    /// The dispatch path the minion took (`armed`, `late-armed`, `fallback`, ...).
+    pub(crate) path: Option<String>,
 }
 
 /// Runs of the jobs named `prefix*`, per scheduled instant (oldest first): how many there are
@@ -40,7 +42,7 @@ pub(crate) fn results(db: &Path, prefix: &str, from: i64, to: i64) -> anyhow::Re
     let mut q = db.prepare(
         "SELECT r.scheduled_at, r.status, s.retcode,
                 (SELECT group_concat(CAST(o.data AS TEXT), '') FROM output o
-                  WHERE o.instance = s.instance AND o.minion = s.minion)
+                  WHERE o.instance = s.instance AND o.minion = s.minion), s.path
          FROM runs r LEFT JOIN results s ON s.instance = r.instance
          WHERE r.job LIKE ?1 || '%' AND r.trigger = 'schedule' AND r.scheduled_at BETWEEN ?2 AND ?3",
     )?;
@@ -51,6 +53,7 @@ pub(crate) fn results(db: &Path, prefix: &str, from: i64, to: i64) -> anyhow::Re
                 status: r.get(1)?,
                 retcode: r.get(2)?,
                 output: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                path: r.get(4)?,
             })
         })?
         .collect::<Result<_, _>>()?;
