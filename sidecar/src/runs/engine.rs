@@ -260,9 +260,11 @@ impl Engine {
             }
             let results = self.deps.store.results(&row.instance).await.unwrap_or_default();
             let (mut ended, mut started, mut launching) = (Vec::new(), Vec::new(), Vec::new());
+            let mut queued = Vec::new();
             for r in &results {
                 match (r.retcode, r.phase.as_str()) {
                     (Some(code), _) => ended.push((r.minion.clone(), code)),
+                    (None, "queued") => queued.push(r.minion.clone()),
                     (None, "running" | "launching" | "armed") => {
                         if let Some(token) = &r.token {
                             self.deps.registry.expect(
@@ -287,6 +289,7 @@ impl Engine {
                 instance = row.instance,
                 running = started.len(),
                 launching = launching.len(),
+                queued = queued.len(),
                 "Resuming a run in flight."
             );
             let recorder = Recorder::resumed(
@@ -296,13 +299,10 @@ impl Engine {
                 &row,
                 &results,
             );
-            let plan = Plan {
-                batch_size: 0,
-                max_failures: None,
-                batch_wait: job.batch_wait,
-                limits: Limits { timeout: job.timeout, ..recorder.limits() },
-            };
-            let run = Run::resume(plan, ended, started, launching, now);
+            let n = ended.len() + started.len() + launching.len() + queued.len();
+            let limits = Limits { timeout: job.timeout, ..recorder.limits() };
+            let plan = plan_for(job, n, limits);
+            let run = Run::resume(plan, ended, started, launching, queued, now);
             self.runs.insert(
                 row.instance.clone(),
                 Active {
@@ -745,22 +745,33 @@ impl Engine {
 /// Starts the state machine of a run over `targets`.
 async fn start_run(active: &mut Active, targets: Vec<String>, now: Instant) -> Vec<run::Effect> {
     let job = &active.job;
-    let n = targets.len();
-    let plan = Plan {
-        batch_size: job.batch_size.map_or(0, |b| amount(b, n).max(1)),
-        max_failures: job.max_failures.map(|t| amount(t, n).max(1)),
-        batch_wait: job.batch_wait,
-        // `use_wrapper: false`: Salt runs the command and its own task enforces the timeout
-        // (`saltutil.kill_job`); there is no agent to heartbeat or to kill.
-        limits: Limits {
-            timeout: if job.use_wrapper { job.timeout } else { None },
-            ..active.recorder.limits()
-        },
+    // `use_wrapper: false`: Salt runs the command and its own task enforces the timeout
+    // (`saltutil.kill_job`); there is no agent to heartbeat or to kill.
+    let limits = Limits {
+        timeout: if job.use_wrapper { job.timeout } else { None },
+        ..active.recorder.limits()
     };
+    let plan = plan_for(job, targets.len(), limits);
     active.recorder.running(&targets).await;
+    // Every target is recorded as queued before any is launched, so that a restart of the
+    // sidecar knows the minions it had not launched yet (later batches, or a first batch that
+    // was not published) and runs them in their turn.
+    for minion in &targets {
+        active.recorder.minion_queued(minion).await;
+    }
     let (run, effects) = Run::start(plan, targets, now);
     active.stage = Stage::Running(Box::new(run));
     effects
+}
+
+/// How a run of `job` over `n` targets goes: its batches and failure threshold.
+fn plan_for(job: &Job, n: usize, limits: Limits) -> Plan {
+    Plan {
+        batch_size: job.batch_size.map_or(0, |b| amount(b, n).max(1)),
+        max_failures: job.max_failures.map(|t| amount(t, n).max(1)),
+        batch_wait: job.batch_wait,
+        limits,
+    }
 }
 
 /// A count or a percentage of `n`, rounded up.

@@ -152,7 +152,9 @@ impl Recorder {
         recorder.scheduled = row.scheduled;
         recorder.started = row.started;
         for r in results {
-            if r.retcode.is_some() || r.phase != "running" && r.phase != "launching" {
+            if r.retcode.is_some()
+                || !matches!(r.phase.as_str(), "running" | "launching" | "queued")
+            {
                 recorder.retcodes.insert(r.minion.clone(), r.retcode);
             }
         }
@@ -286,6 +288,11 @@ impl Recorder {
             finished,
         })
         .await;
+    }
+
+    /// A minion of a later batch, waiting for its turn.
+    pub(super) async fn minion_queued(&mut self, minion: &str) {
+        self.result(minion, "queued", None, "waiting for its batch", None, None).await;
     }
 
     /// A targeted minion that does not run: maintenance, or a later batch that never started.

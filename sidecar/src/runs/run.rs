@@ -90,14 +90,15 @@ impl Run {
     }
 
     /// A run whose minions were already launched before a restart of the sidecar: `started`
-    /// are followed as running (their agents reconnect), `launching` get a fresh launch window.
-    /// Batches not yet started when the sidecar stopped are not known any more.
+    /// are followed as running (their agents reconnect), `launching` get a fresh launch window,
+    /// `queued` (the later batches) start in batches of the plan once those are done.
     /// `ended` are the minions that had already finished, with their codes.
     pub fn resume(
         plan: Plan,
         ended: Vec<(String, i32)>,
         started: Vec<(String, Duration)>,
         launching: Vec<String>,
+        queued: Vec<String>,
         now: Instant,
     ) -> Run {
         let outcomes = ended
@@ -115,11 +116,16 @@ impl Run {
         for id in launching {
             minions.insert(id, MinionRun::launched(plan.limits, now));
         }
+        let size = if plan.batch_size == 0 { queued.len().max(1) } else { plan.batch_size };
+        let batches: Vec<Vec<String>> = queued.chunks(size).map(<[String]>::to_vec).collect();
+        // With nothing in flight the next batch starts at once; otherwise when the current one
+        // is done, as in a run that never stopped.
+        let next_batch_at = (minions.is_empty() && !batches.is_empty()).then_some(now);
         Run {
             plan,
-            batches: Vec::new(),
+            batches,
             next_batch: 0,
-            next_batch_at: None,
+            next_batch_at,
             minions,
             outcomes,
             not_started: Vec::new(),
@@ -205,11 +211,8 @@ impl Run {
 
     /// The current batch has ended: stop at the failure threshold, or schedule the next batch.
     fn batch_done(&mut self, now: Instant) -> Vec<Effect> {
-        let failed = self.failed();
-        if let Some(max) = self.plan.max_failures.filter(|max| failed >= *max) {
-            let why = format!("stopped after {failed} failed minions (max_failures {max})");
-            self.stop_reason = Some(why.clone());
-            return self.cancel_pending_batches(&why);
+        if let Some(stop) = self.stop_at_threshold() {
+            return stop;
         }
         self.next_batch_at = Some(now + self.plan.batch_wait);
         if self.plan.batch_wait.is_zero() {
@@ -219,7 +222,20 @@ impl Run {
         Vec::new()
     }
 
+    /// At the failure threshold: the later batches do not start, and the run says why.
+    fn stop_at_threshold(&mut self) -> Option<Vec<Effect>> {
+        let failed = self.failed();
+        let max = self.plan.max_failures.filter(|max| failed >= *max)?;
+        let why = format!("stopped after {failed} failed minions (max_failures {max})");
+        self.stop_reason = Some(why.clone());
+        Some(self.cancel_pending_batches(&why))
+    }
+
     fn launch_next_batch(&mut self, now: Instant) -> Vec<Effect> {
+        // Checked again here for a run resumed after a restart with nothing in flight.
+        if let Some(stop) = self.stop_at_threshold() {
+            return stop;
+        }
         let Some(batch) = self.batches.get(self.next_batch).cloned() else { return Vec::new() };
         self.next_batch += 1;
         for id in &batch {

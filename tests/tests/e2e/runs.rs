@@ -146,6 +146,29 @@ fn a_run_survives_a_sigkill_of_the_sidecar_with_its_whole_output() {
 }
 
 #[test]
+fn batches_not_yet_started_run_after_a_sigkill_of_the_sidecar() {
+    let lab = Lab::shared();
+    let command = "sleep 3; echo done $SP_MACHINE_ID";
+    let body = format!("targets: '*'\nbatch_size: 1\ncommand: '{command}'\ntimeout: 120");
+    let mut sidecar = Sidecar::start(lab, &job("batches", &body));
+    // The first batch runs; the other two minions are queued for their turn.
+    let running = wait_until("a run of batches with queued minions", LIMIT, || {
+        sidecar.all_runs("batches").into_iter().find(|r| {
+            let phase = |p: &str| r.results.iter().filter(|m| m.phase == p).count();
+            r.status == "running" && phase("running") == 1 && phase("queued") == 2
+        })
+    });
+    sidecar.kill_and_restart();
+    let run = sidecar.wait_for_run("batches", LIMIT, |r| r.instance == running.instance);
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    assert_eq!(run.results.len(), 3, "{run:#?}");
+    for r in &run.results {
+        let expected = format!("done {}\n", r.minion);
+        assert_eq!((r.retcode, r.output.as_str()), (Some(0), expected.as_str()), "{run:#?}");
+    }
+}
+
+#[test]
 fn the_original_python_wrapper_completes_a_run() {
     let lab = Lab::shared();
     // The wrapper of the PyPI `saltpeter` 0.9.30 package, installed in the lab's venv.

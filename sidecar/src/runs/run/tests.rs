@@ -131,3 +131,49 @@ fn inputs_for_unknown_or_unlaunched_minions_are_ignored() {
     assert_eq!(launched(&effects), [vec!["m2".to_owned()]]);
     assert!(!run.is_finished());
 }
+
+#[test]
+fn a_resumed_run_starts_its_queued_batches_when_the_running_one_is_done() {
+    let t0 = Instant::now();
+    let started = vec![("m2".to_owned(), secs(3))];
+    let queued = vec!["m3".to_owned(), "m4".to_owned()];
+    let mut run =
+        Run::resume(plan(1, None, 0), vec![("m1".into(), 0)], started, vec![], queued, t0);
+    assert!(launched(&run.on_tick(t0)).is_empty(), "m2 still runs");
+    let effects = run.on_minion("m2", Input::AgentCompleted { retcode: 0 }, t0 + secs(1));
+    assert_eq!(launched(&effects), [vec!["m3".to_owned()]]);
+    assert_eq!(launched(&complete(&mut run, "m3", 0, t0 + secs(2))), [vec!["m4".to_owned()]]);
+    let s = summary(&complete(&mut run, "m4", 0, t0 + secs(3))).expect("finished after m4");
+    assert_eq!(
+        (s.status, s.succeeded, s.reason.as_str()),
+        (Status::Succeeded, 4, "4 of 4 minions succeeded")
+    );
+}
+
+#[test]
+fn a_resumed_run_with_nothing_in_flight_starts_its_next_batch_at_once() {
+    let t0 = Instant::now();
+    let mut run =
+        Run::resume(plan(1, Some(2), 0), vec![("m0".into(), 2)], vec![], vec![], ids(2), t0);
+    assert_eq!(launched(&run.on_tick(t0)), [vec!["m1".to_owned()]]);
+    assert_eq!(launched(&complete(&mut run, "m1", 0, t0 + secs(1))), [vec!["m2".to_owned()]]);
+    let s = summary(&complete(&mut run, "m2", 0, t0 + secs(2))).expect("finished after m2");
+    assert_eq!((s.status, s.succeeded, s.failed), (Status::Failed, 2, 1));
+}
+
+#[test]
+fn a_resumed_run_past_its_failure_threshold_starts_no_queued_batch() {
+    let t0 = Instant::now();
+    let mut run =
+        Run::resume(plan(1, Some(1), 0), vec![("m0".into(), 2)], vec![], vec![], ids(2), t0);
+    let effects = run.on_tick(t0);
+    assert!(launched(&effects).is_empty(), "{effects:?}");
+    let not_started = effects.iter().find_map(|e| match e {
+        Effect::NotStarted { minions, .. } => Some(minions.clone()),
+        _ => None,
+    });
+    assert_eq!(not_started, Some(ids(2)));
+    let s = summary(&effects).expect("finished at the threshold");
+    assert_eq!((s.status, s.failed, s.not_started), (Status::Failed, 1, 2));
+    assert!(s.reason.contains("max_failures 1"), "{}", s.reason);
+}
