@@ -12,7 +12,8 @@ use saltpeter_tests::{Lab, Sidecar, bin, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn token(name: &str, role: &str) -> (String, String) {
+/// A fresh API token (secret, sha256) from `saltpeter token new`.
+pub(crate) fn token(name: &str, role: &str) -> (String, String) {
     let out = Command::new(bin("saltpeter"))
         .args(["token", "new", "--name", name, "--role", role, "--plain"])
         .output()

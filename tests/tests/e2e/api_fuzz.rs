@@ -7,26 +7,15 @@
 use std::process::Command;
 use std::time::Duration;
 
-use saltpeter_tests::{Lab, Sidecar, bin, job_every, tool_venv};
+use saltpeter_tests::{Lab, Sidecar, job_every, tool_venv};
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
-
-fn admin_token() -> (String, String) {
-    let out = Command::new(bin("saltpeter"))
-        .args(["token", "new", "--name", "fuzz", "--role", "admin", "--plain"])
-        .output()
-        .expect("run saltpeter token new");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8(out.stdout).expect("utf-8");
-    let (secret, sha) = line.trim().split_once(' ').expect("SECRET SHA256");
-    (secret.to_owned(), sha.to_owned())
-}
 
 #[test]
 fn schemathesis_finds_no_server_error_or_schema_violation() {
     let venv = tool_venv(SCHEMATHESIS);
     let lab = Lab::shared();
-    let (secret, sha) = admin_token();
+    let (secret, sha) = crate::api::token("fuzz", "admin");
     // One job that runs every 20 s (runs, results and output to read) with an env to redact.
     let jobs =
         job_every("fuzzed", 20, "targets: minion-1\ncommand: echo fuzz\nenv: {TOKEN: hunter2}");
