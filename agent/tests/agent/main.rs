@@ -25,6 +25,25 @@ pub const SECS: fn(u64) -> Duration = Duration::from_secs;
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub vars: BTreeMap<String, String>,
+    /// The daemons this agent started, killed when the test ends.
+    daemons: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Drop for Agent {
+    /// A test's daemon must not outlive the test: one still redelivering its result (for the
+    /// delivery window after its job) could reach a later test's server that was given the same
+    /// port, under the same instance id, and mix its messages into that test's run.
+    fn drop(&mut self) {
+        let daemons = self.daemons.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for pid in daemons.iter() {
+            if let Ok(pid) = i32::try_from(*pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -42,7 +61,7 @@ impl Agent {
             ("SP_OUTPUT_INTERVAL_MS".to_owned(), "50".to_owned()),
             ("SP_DELIVERY_WINDOW_SECS".to_owned(), "60".to_owned()),
         ]);
-        Agent { dir, vars }
+        Agent { dir, vars, daemons: std::sync::Mutex::new(Vec::new()) }
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Agent {
@@ -81,7 +100,9 @@ impl Agent {
             "agent failed: {stdout} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        stdout.trim().rsplit(' ').next().unwrap().parse().expect("the daemon's pid")
+        let pid: u32 = stdout.trim().rsplit(' ').next().unwrap().parse().expect("the daemon's pid");
+        self.daemons.lock().unwrap().push(pid);
+        pid
     }
 
     pub fn log(&self) -> String {
