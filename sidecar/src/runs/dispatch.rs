@@ -272,33 +272,12 @@ pub(super) fn legacy_kill(
     inbox: mpsc::Sender<Command>,
 ) {
     let publish = Publish::new(Target::list([minion]), "saltutil.kill_job").arg(jid.to_owned());
-    let (instance, minion) = (instance.to_owned(), minion.to_owned());
-    tasks.spawn(async move {
-        let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
-            Err(e) => Input::SaltKillReturned {
-                confirmed: false,
-                output: format!("Salt could not publish saltutil.kill_job: {e}"),
-            },
-            Ok(mut run) => {
-                let mut input = Input::SaltKillReturned {
-                    confirmed: false,
-                    output: "the minion did not return saltutil.kill_job".to_owned(),
-                };
-                while let Some(update) = run.next().await {
-                    if let JobUpdate::Return(r) = update {
-                        let (retcode, output) = launch_return(&r);
-                        let output = match output.trim() {
-                            "" => "saltutil.kill_job (the job had already ended)".to_owned(),
-                            said => format!("saltutil.kill_job: {said}"),
-                        };
-                        input = Input::SaltKillReturned { confirmed: retcode == 0, output };
-                    }
-                }
-                input
-            }
-        };
-        let _ = inbox.send(Command::Minion { instance, minion, input }).await;
-    });
+    let said = |output: String| match output.trim() {
+        "" => "saltutil.kill_job (the job had already ended)".to_owned(),
+        said => format!("saltutil.kill_job: {said}"),
+    };
+    let what = "saltutil.kill_job";
+    spawn_salt_kill(tasks, deps, publish, what, said, instance, minion, inbox);
 }
 
 /// Runs `saltpeter-agent kill` on the minion: the agent there finds the run through its lock and
@@ -319,22 +298,41 @@ pub(super) fn kill_through_salt(
             instance
         ))
         .kwarg("python_shell", false);
+    spawn_salt_kill(tasks, deps, publish, "the kill", |output| output, instance, minion, inbox);
+}
+
+/// Publishes a kill through Salt and reports to the engine whether the minion's return
+/// confirms it (`what` names the kill in the messages; `said` words the minion's output).
+#[allow(clippy::too_many_arguments)] // one call each from the two kill paths
+fn spawn_salt_kill(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    publish: Publish,
+    what: &'static str,
+    said: impl Fn(String) -> String + Send + 'static,
+    instance: &str,
+    minion: &str,
+    inbox: mpsc::Sender<Command>,
+) {
     let (instance, minion) = (instance.to_owned(), minion.to_owned());
     tasks.spawn(async move {
         let input = match deps.salt.run_job(&publish, deps.settings.launch_deadline).await {
             Err(e) => Input::SaltKillReturned {
                 confirmed: false,
-                output: format!("Salt could not publish the kill: {e}"),
+                output: format!("Salt could not publish {what}: {e}"),
             },
             Ok(mut run) => {
                 let mut input = Input::SaltKillReturned {
                     confirmed: false,
-                    output: "the minion did not return the kill".to_owned(),
+                    output: format!("the minion did not return {what}"),
                 };
                 while let Some(update) = run.next().await {
                     if let JobUpdate::Return(r) = update {
                         let (retcode, output) = launch_return(&r);
-                        input = Input::SaltKillReturned { confirmed: retcode == 0, output };
+                        input = Input::SaltKillReturned {
+                            confirmed: retcode == 0,
+                            output: said(output),
+                        };
                     }
                 }
                 input
