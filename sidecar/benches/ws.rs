@@ -310,6 +310,9 @@ fn main() {
         if second == 4 {
             rss_after_5s = rss_mib();
         }
+        if (second + 1) % 60 == 0 {
+            println!("  RSS after {:>4} s          {:.0} MiB", second + 1, rss_mib());
+        }
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = thread_cpu(SERVER_THREADS) - cpu0;
