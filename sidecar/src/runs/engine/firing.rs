@@ -120,7 +120,11 @@ impl Engine {
         // Runs sharing a target share its resolution: one `test.ping` for all of them.
         let mut by_target: HashMap<(String, String), (Arc<Job>, Vec<String>)> = HashMap::new();
         for (due, instance, recorder, armed_at) in started {
-            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), pre_armed = armed_at.is_some(), "Run starts.");
+            // A coalesced slot without lead time resolves ahead too, but is published at its
+            // instant: pre-armed only with a lead time.
+            let pre_armed = armed_at.is_some()
+                && !crate::runs::lead_of(&due.job, &self.deps.settings).is_zero();
+            info!(job = %due.job.name, instance, late_ms = due.late_by.as_millis(), pre_armed, "Run starts.");
             let key = (due.job.targets.clone(), format!("{:?}", due.job.target_type));
             by_target
                 .entry(key)
