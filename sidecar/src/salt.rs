@@ -32,7 +32,9 @@ mod value;
 mod tests;
 
 pub use bus::{BusItem, DEFAULT_CAPACITY, EventBus, Link, Subscription};
-pub use client::{ClientError, Publish, Published, REQUEST_TIMEOUT, SaltClient, WheelReturn};
+pub use client::{
+    CachedReturn, ClientError, Publish, Published, REQUEST_TIMEOUT, SaltClient, WheelReturn,
+};
 pub use config::{ConfigError, DEFAULT_MASTER_CONFIG, IpcEndpoint, MasterConfig, glob_match};
 pub use event::{
     Auth, Event, EventError, EventKind, Jid, JobNew, JobReturn, MinionId, Packed, Presence,

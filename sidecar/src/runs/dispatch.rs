@@ -13,7 +13,7 @@ use super::Deps;
 use super::engine::Command;
 use super::minion::Input;
 use crate::config::{Job, WrapperLogLevel};
-use crate::salt::{ClientError, JobUpdate, Publish, Target};
+use crate::salt::{ClientError, Jid, JobUpdate, MinionId, Publish, Target};
 
 /// The Salt target of a job.
 fn target(job: &Job) -> Result<Target, String> {
@@ -194,10 +194,10 @@ pub(super) fn legacy(
     if let Some(cwd) = &job.cwd {
         publish = publish.kwarg("cwd", cwd.clone());
     }
-    let timeout = job.timeout.unwrap_or(std::time::Duration::from_secs(86_400 * 365));
+    let timeout = job.timeout.unwrap_or(LEGACY_NO_TIMEOUT);
     let instance = instance.to_owned();
     tasks.spawn(async move {
-        let mut run = match deps.salt.run_job(&publish, timeout).await {
+        let run = match deps.salt.run_job(&publish, timeout).await {
             Ok(run) => run,
             Err(e) => {
                 for minion in minions {
@@ -227,38 +227,112 @@ pub(super) fn legacy(
             };
             let _ = inbox.send(command).await;
         }
-        let mut missing = Vec::new();
-        while let Some(update) = run.next().await {
-            match update {
-                JobUpdate::Return(r) => {
-                    let (retcode, output) = launch_return(&r);
-                    let minion = r.id.as_str().to_owned();
-                    let returned =
-                        Command::Returned { instance: instance.clone(), minion, retcode, output };
-                    let _ = inbox.send(returned).await;
-                }
-                JobUpdate::NotReturned(m) => {
-                    missing = m.iter().map(|m| m.as_str().to_owned()).collect()
-                }
-                JobUpdate::BusGap | JobUpdate::Lagged(_) => {}
+        follow_legacy(&deps, run, &instance, timeout, &inbox).await;
+    });
+}
+
+/// How long a `use_wrapper: false` run without a timeout is waited for: a year.
+pub(super) const LEGACY_NO_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(86_400 * 365);
+
+/// Follows the legacy runs of `minions` on a sidecar restarted while they ran: their publish
+/// `jid` is known from the store. Returns that reached the master while we were down are read
+/// from its job cache; the others are awaited on the bus until what is left of `timeout`.
+pub(super) fn resume_legacy(
+    tasks: &TaskTracker,
+    deps: Arc<Deps>,
+    instance: &str,
+    jid: &str,
+    minions: Vec<String>,
+    timeout: std::time::Duration,
+    inbox: mpsc::Sender<Command>,
+) {
+    let (instance, jid) = (instance.to_owned(), Jid::new(jid));
+    tasks.spawn(async move {
+        let ids = minions.iter().map(|m| MinionId::new(m.as_str())).collect();
+        let mut run = deps.salt.follow_job(jid, ids, timeout).await;
+        report_cached(&deps, &mut run, &instance, &inbox).await;
+        follow_legacy(&deps, run, &instance, timeout, &inbox).await;
+    });
+}
+
+/// Reports each minion's return to the engine as it arrives; after a gap in the bus, the
+/// master's job cache fills it. Minions that never return are stopped with `saltutil.kill_job`
+/// and end 124 at `timeout`.
+async fn follow_legacy(
+    deps: &Arc<Deps>,
+    mut run: crate::salt::JobRun,
+    instance: &str,
+    timeout: std::time::Duration,
+    inbox: &mpsc::Sender<Command>,
+) {
+    let jid = run.jid().clone();
+    let mut missing = Vec::new();
+    while let Some(update) = run.next().await {
+        match update {
+            JobUpdate::Return(r) => {
+                let (retcode, output) = launch_return(&r);
+                let minion = r.id.as_str().to_owned();
+                let returned =
+                    Command::Returned { instance: instance.to_owned(), minion, retcode, output };
+                let _ = inbox.send(returned).await;
+            }
+            JobUpdate::NotReturned(m) => {
+                missing = m.iter().map(|m| m.as_str().to_owned()).collect();
+            }
+            JobUpdate::BusGap | JobUpdate::Lagged(_) => {
+                report_cached(deps, &mut run, instance, inbox).await;
             }
         }
-        if missing.is_empty() {
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let kill = Publish::new(Target::list(&missing), "saltutil.kill_job").arg(jid.to_string());
+    let killed = deps.salt.run_job(&kill, deps.settings.launch_deadline).await;
+    let how = match killed {
+        Ok(_) => "stopped with saltutil.kill_job",
+        Err(_) => "saltutil.kill_job could not be published",
+    };
+    for minion in missing {
+        let output = format!("timed out after {}s; {how}\n", timeout.as_secs());
+        let returned =
+            Command::Returned { instance: instance.to_owned(), minion, retcode: 124, output };
+        let _ = inbox.send(returned).await;
+    }
+}
+
+/// Reports the returns of `run`'s job that the master's job cache holds and the bus did not
+/// bring (missed while we were down or disconnected).
+async fn report_cached(
+    deps: &Arc<Deps>,
+    run: &mut crate::salt::JobRun,
+    instance: &str,
+    inbox: &mpsc::Sender<Command>,
+) {
+    let cached = match deps.salt.cached_returns(run.jid(), deps.settings.response_deadline).await {
+        Ok(cached) => cached,
+        Err(e) => {
+            tracing::warn!(jid = %run.jid(), error = %e, "Cannot read the job cache; waiting for the returns on the bus.");
             return;
         }
-        let kill = Publish::new(Target::list(&missing), "saltutil.kill_job").arg(jid.to_string());
-        let killed = deps.salt.run_job(&kill, deps.settings.launch_deadline).await;
-        let how = match killed {
-            Ok(_) => "stopped with saltutil.kill_job",
-            Err(_) => "saltutil.kill_job could not be published",
-        };
-        for minion in missing {
-            let output = format!("timed out after {}s; {how}\n", timeout.as_secs());
-            let returned =
-                Command::Returned { instance: instance.clone(), minion, retcode: 124, output };
-            let _ = inbox.send(returned).await;
+    };
+    for r in cached {
+        if !run.expected().contains(&r.id) || !run.mark_returned(r.id.clone()) {
+            continue;
         }
-    });
+        let output = match &r.ret {
+            Value::String(s) => s.as_str().unwrap_or_default().to_owned(),
+            Value::Nil => String::new(),
+            other => other.to_string(),
+        };
+        let failed = r.success == Some(false);
+        let retcode = r.retcode.map_or(i32::from(failed), |c| i32::try_from(c).unwrap_or(255));
+        tracing::info!(instance, minion = %r.id.as_str(), retcode, "A legacy return read from the master's job cache.");
+        let minion = r.id.as_str().to_owned();
+        let returned = Command::Returned { instance: instance.to_owned(), minion, retcode, output };
+        let _ = inbox.send(returned).await;
+    }
 }
 
 /// Stops a legacy run's command on `minion` with `saltutil.kill_job` of its publish (Salt

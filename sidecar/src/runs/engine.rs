@@ -260,11 +260,20 @@ impl Engine {
             }
             let results = self.deps.store.results(&row.instance).await.unwrap_or_default();
             let (mut ended, mut started, mut launching) = (Vec::new(), Vec::new(), Vec::new());
-            let mut queued = Vec::new();
+            let (mut queued, mut legacy) = (Vec::new(), Vec::new());
+            // `use_wrapper: false` minions by the jid of their publish.
+            let mut legacy_jids: HashMap<String, Vec<String>> = HashMap::new();
             for r in &results {
                 match (r.retcode, r.phase.as_str()) {
                     (Some(code), _) => ended.push((r.minion.clone(), code)),
                     (None, "queued") => queued.push(r.minion.clone()),
+                    (None, "running" | "launching") if r.jid.is_some() => {
+                        let running_for =
+                            r.started.map(|at| (wall - at).to_std().unwrap_or_default());
+                        legacy.push((r.minion.clone(), running_for.unwrap_or_default()));
+                        let jid = r.jid.clone().unwrap_or_default();
+                        legacy_jids.entry(jid).or_default().push(r.minion.clone());
+                    }
                     (None, "running" | "launching" | "armed") => {
                         if let Some(token) = &r.token {
                             self.deps.registry.expect(
@@ -288,6 +297,7 @@ impl Engine {
             info!(
                 instance = row.instance,
                 running = started.len(),
+                legacy = legacy.len(),
                 launching = launching.len(),
                 queued = queued.len(),
                 "Resuming a run in flight."
@@ -299,10 +309,36 @@ impl Engine {
                 &row,
                 &results,
             );
-            let n = ended.len() + started.len() + launching.len() + queued.len();
+            let n = ended.len() + started.len() + legacy.len() + launching.len() + queued.len();
             let limits = Limits { timeout: job.timeout, ..recorder.limits() };
             let plan = plan_for(job, n, limits);
-            let run = Run::resume(plan, ended, started, launching, queued, now);
+            let ran_for: HashMap<&str, std::time::Duration> =
+                legacy.iter().map(|(m, d)| (m.as_str(), *d)).collect();
+            let mut resumed_legacy = Vec::new();
+            for (jid, minions) in legacy_jids {
+                let ran = minions.iter().filter_map(|m| ran_for.get(m.as_str())).max();
+                resumed_legacy.push((jid, minions, ran.copied().unwrap_or_default()));
+            }
+            let run = Run::resume(plan, ended, started, legacy, launching, queued, now);
+            let mut legacy_minions = HashMap::new();
+            for (jid, minions, ran) in resumed_legacy {
+                for minion in &minions {
+                    let state = LegacyMinion { jid: Some(jid.clone()), ..LegacyMinion::default() };
+                    legacy_minions.insert(minion.clone(), state);
+                }
+                // The wait for the returns ends with what is left of the job's timeout.
+                let timeout =
+                    job.timeout.map_or(dispatch::LEGACY_NO_TIMEOUT, |t| t.saturating_sub(ran));
+                dispatch::resume_legacy(
+                    &self.tasks,
+                    Arc::clone(&self.deps),
+                    &row.instance,
+                    &jid,
+                    minions,
+                    timeout,
+                    self.inbox.clone(),
+                );
+            }
             self.runs.insert(
                 row.instance.clone(),
                 Active {
@@ -310,7 +346,7 @@ impl Engine {
                     stage: Stage::Running(Box::new(run)),
                     recorder,
                     armed_at: None,
-                    legacy: HashMap::new(),
+                    legacy: legacy_minions,
                     unarmed: HashSet::new(),
                 },
             );
@@ -390,11 +426,18 @@ impl Engine {
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
             }
             Command::Minion { instance, minion, input } => {
+                if input == Input::LegacyStarted
+                    && let Some(active) = self.runs.get_mut(&instance)
+                {
+                    // Salt took the command: it runs from now (no agent reports its start).
+                    active.recorder.minion_started(&minion).await;
+                }
                 self.apply(&instance, |run| run.on_minion(&minion, input, now), now).await;
             }
             Command::LegacyJid { instance, minions, jid } => {
                 let Some(active) = self.runs.get_mut(&instance) else { return };
                 for minion in minions {
+                    active.recorder.minion_jid(&minion, &jid).await;
                     if let Some(m) = active.legacy.get_mut(&minion) {
                         m.jid = Some(jid.clone());
                     }

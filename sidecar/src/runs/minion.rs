@@ -199,6 +199,12 @@ impl MinionRun {
         }
     }
 
+    /// A `use_wrapper: false` minion whose command Salt had taken before a restart of the
+    /// sidecar: running, with no agent and so no heartbeat; its return comes through Salt.
+    pub fn resumed_legacy(limits: Limits, now: Instant, running_for: Duration) -> Self {
+        MinionRun { last_seen: None, ..Self::resumed(limits, now, running_for) }
+    }
+
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }

@@ -342,6 +342,17 @@ impl Recorder {
         self.write(write).await;
     }
 
+    /// The jid of a `use_wrapper: false` minion's publish: a run resumed after a restart finds
+    /// its return by it.
+    pub(super) async fn minion_jid(&mut self, minion: &str, jid: &str) {
+        let write = Write::MinionJid {
+            instance: self.instance.clone(),
+            minion: minion.to_owned(),
+            jid: jid.to_owned(),
+        };
+        self.write(write).await;
+    }
+
     /// The whole output of a `use_wrapper: false` run, as Salt returned it.
     pub(super) async fn legacy_output(&mut self, minion: &str, data: &[u8]) {
         if data.is_empty() {

@@ -97,6 +97,7 @@ impl Run {
         plan: Plan,
         ended: Vec<(String, i32)>,
         started: Vec<(String, Duration)>,
+        legacy: Vec<(String, Duration)>,
         launching: Vec<String>,
         queued: Vec<String>,
         now: Instant,
@@ -112,6 +113,9 @@ impl Run {
         let mut minions = BTreeMap::new();
         for (id, running_for) in started {
             minions.insert(id, MinionRun::resumed(plan.limits, now, running_for));
+        }
+        for (id, running_for) in legacy {
+            minions.insert(id, MinionRun::resumed_legacy(plan.limits, now, running_for));
         }
         for id in launching {
             minions.insert(id, MinionRun::launched(plan.limits, now));

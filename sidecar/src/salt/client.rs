@@ -100,6 +100,15 @@ pub struct Published {
     pub missing: Vec<MinionId>,
 }
 
+/// A minion's return as the master's job cache keeps it.
+#[derive(Debug, Clone)]
+pub struct CachedReturn {
+    pub id: MinionId,
+    pub ret: Value,
+    pub retcode: Option<i64>,
+    pub success: Option<bool>,
+}
+
 /// A wheel call's result.
 #[derive(Debug, Clone)]
 pub struct WheelReturn {
@@ -362,6 +371,43 @@ impl SaltClient {
                 .collect(),
             _ => Vec::new(),
         })
+    }
+
+    /// Follows the returns of a job published before (by an earlier process of ours): `minions`
+    /// are the ones still awaited. Returns that came before this call are not replayed; read
+    /// them with [`cached_returns`](Self::cached_returns) after it.
+    pub async fn follow_job(&self, jid: Jid, minions: Vec<MinionId>, timeout: Duration) -> JobRun {
+        let sub = self.subscribe();
+        self.ensure_live().await;
+        let published = Published { jid, minions, missing: Vec::new() };
+        JobRun::new(sub, published, Instant::now() + timeout)
+    }
+
+    /// The returns the master's job cache holds for `jid` with their codes (runner
+    /// `jobs.list_job`, whose `Result` is the cache's `return`, `retcode` and `success` per
+    /// minion).
+    pub async fn cached_returns(
+        &self,
+        jid: &Jid,
+        timeout: Duration,
+    ) -> Result<Vec<CachedReturn>, ClientError> {
+        let kwargs = vec![("jid".to_owned(), Value::from(jid.as_str()))];
+        let ret = self.runner("jobs.list_job", Vec::new(), kwargs, timeout).await?;
+        let value = ret.ret.decode().map_err(|e| ClientError::Master(e.to_string()))?;
+        let Some(Value::Map(results)) = field(&value, "Result") else { return Ok(Vec::new()) };
+        Ok(results
+            .iter()
+            .filter_map(|(minion, load)| {
+                let retcode = field(load, "retcode").and_then(Value::as_i64);
+                let success = field(load, "success").and_then(Value::as_bool);
+                Some(CachedReturn {
+                    id: MinionId::new(text(minion)?),
+                    ret: field(load, "return").cloned().unwrap_or(Value::Nil),
+                    retcode,
+                    success,
+                })
+            })
+            .collect())
     }
 
     /// Calls a wheel function (`key.list_all`); the reply carries the result.

@@ -55,6 +55,12 @@ impl JobRun {
         &self.published
     }
 
+    /// Counts `id` as returned, from elsewhere than the bus (the master's job cache): its return
+    /// on the bus is then not yielded. False if it had returned already.
+    pub fn mark_returned(&mut self, id: MinionId) -> bool {
+        self.returned.insert(id)
+    }
+
     /// The next update; `None` once every expected minion returned or after `NotReturned`.
     pub async fn next(&mut self) -> Option<JobUpdate> {
         loop {

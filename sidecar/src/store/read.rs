@@ -37,6 +37,10 @@ pub struct ResultRow {
     pub output_dropped: u64,
     /// The token issued to the minion's agent for this run.
     pub token: Option<String>,
+    /// How the minion's part was dispatched (`single`, `legacy`, `coalesced`, ...).
+    pub path: String,
+    /// The jid of a `use_wrapper: false` minion's publish, once Salt took it.
+    pub jid: Option<String>,
 }
 
 /// A stored piece of output.
@@ -197,7 +201,8 @@ pub(super) fn run(c: &Connection, instance: &str) -> rusqlite::Result<Option<Run
 
 pub(super) fn results(c: &Connection, instance: &str) -> rusqlite::Result<Vec<ResultRow>> {
     let mut stmt = c.prepare_cached(
-        "SELECT minion, phase, retcode, reason, started_at, finished_at, output_bytes, output_dropped, token
+        "SELECT minion, phase, retcode, reason, started_at, finished_at, output_bytes, output_dropped,
+                token, path, jid
          FROM results WHERE instance = ?1 ORDER BY minion",
     )?;
     let rows = stmt.query_map(params![instance], |row| {
@@ -211,6 +216,8 @@ pub(super) fn results(c: &Connection, instance: &str) -> rusqlite::Result<Vec<Re
             output_bytes: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
             output_dropped: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
             token: row.get(8)?,
+            path: row.get(9)?,
+            jid: row.get(10)?,
         })
     })?;
     rows.collect()
@@ -454,6 +461,8 @@ pub(super) fn job_results(
                 output_bytes: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
                 output_dropped: row.get::<_, i64>(8)?.try_into().unwrap_or(0),
                 token: None,
+                path: String::new(),
+                jid: None,
             },
         ))
     })?;

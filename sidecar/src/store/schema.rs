@@ -180,6 +180,9 @@ const MIGRATIONS: &[&str] = &[
         SELECT NEW.minion, scheduled_at, created_at, NEW.instance FROM runs
         WHERE instance = NEW.instance;
     END;",
+    // 8: the jid of a `use_wrapper: false` minion's publish, so a run resumed after a restart
+    // can find its return (in the master's job cache or on the bus) and kill it by jid.
+    "ALTER TABLE results ADD COLUMN jid TEXT;",
 ];
 
 /// The schema version this build writes.

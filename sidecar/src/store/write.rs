@@ -75,6 +75,12 @@ pub enum Write {
         path: String,
         skew_ms: Option<i64>,
     },
+    /// The jid of a `use_wrapper: false` minion's publish.
+    MinionJid {
+        instance: String,
+        minion: String,
+        jid: String,
+    },
     StartMaintenance {
         scope: String,
         target: String,
@@ -276,6 +282,12 @@ fn apply(c: &Connection, write: &Write) -> Result<(), WriteError> {
                  ON CONFLICT (instance, minion) DO UPDATE SET path = excluded.path,
                      skew_ms = COALESCE(excluded.skew_ms, results.skew_ms)",
                 params![instance, minion, path, skew_ms],
+            )?;
+        }
+        Write::MinionJid { instance, minion, jid } => {
+            c.execute(
+                "UPDATE results SET jid = ?3 WHERE instance = ?1 AND minion = ?2",
+                params![instance, minion, jid],
             )?;
         }
         Write::StartMaintenance { scope, target, who, why, at, until } => {

@@ -526,3 +526,55 @@ fn a_kill_of_a_use_wrapper_false_run_goes_through_saltutil_kill_job_143() {
         processes_with(&marker).is_empty().then_some(())
     });
 }
+
+#[test]
+fn a_use_wrapper_false_run_keeps_its_results_across_a_sigkill_of_the_sidecar() {
+    let lab = Lab::shared();
+    build_binaries();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let d = dir.path().display().to_string();
+    // Each minion's command (the lab tags every minion's processes with `SALTLAB_NODE`) waits
+    // for its own go file: minion-1 ends while the sidecar is down, so its return is only in
+    // the master's job cache; minion-2 ends after the restart, its return comes on the bus.
+    let command = format!(
+        "m=${{SALTLAB_NODE##*::}}; touch {d}/started-$m; while [ ! -e {d}/go-$m ]; do sleep 0.1; done; echo legacy done $m; exit 3"
+    );
+    let jobs = once(
+        "legacyrestart",
+        Utc::now() + chrono::Duration::seconds(8),
+        &format!(
+            "targets: minion-1,minion-2\ntarget_type: list\nuse_wrapper: false\ntimeout: 200\ncommand: '{command}'"
+        ),
+    );
+    let mut sidecar = Sidecar::start(lab, &jobs);
+    let file = |name: &str| dir.path().join(name);
+    let running = wait_until("the legacy command running on both minions", LIMIT, || {
+        let started = file("started-minion-1").exists() && file("started-minion-2").exists();
+        let run = sidecar
+            .all_runs("legacyrestart")
+            .into_iter()
+            .find(|r| r.results.len() == 2 && r.results.iter().all(|m| m.phase == "running"));
+        run.filter(|_| started)
+    });
+    sidecar.kill_and_restart_after(|| {
+        fs_err::write(file("go-minion-1"), "").expect("write the go file");
+        wait_until("minion-1's command to end while the sidecar is down", LIMIT, || {
+            (processes_with(&d).len() == 1).then_some(())
+        });
+    });
+    let from_cache = |log: &str, minion: &str| {
+        log.lines().any(|l| l.contains("read from the master's job cache") && l.contains(minion))
+    };
+    wait_until("minion-1's return read from the master's job cache", LIMIT, || {
+        from_cache(&sidecar.log(), "minion-1").then_some(())
+    });
+    fs_err::write(file("go-minion-2"), "").expect("write the go file");
+    let run = sidecar.wait_for_run("legacyrestart", LIMIT, |r| r.instance == running.instance);
+    assert_eq!(run.results.len(), 2, "{run:#?}");
+    for r in &run.results {
+        assert_eq!(r.retcode, Some(3), "{run:#?}");
+        assert!(r.output.contains(&format!("legacy done {}", r.minion)), "{run:#?}");
+    }
+    let log = sidecar.log();
+    assert!(!from_cache(&log, "minion-2"), "minion-2's return came on the bus:\n{log}");
+}

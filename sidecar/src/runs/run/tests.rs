@@ -138,7 +138,7 @@ fn a_resumed_run_starts_its_queued_batches_when_the_running_one_is_done() {
     let started = vec![("m2".to_owned(), secs(3))];
     let queued = vec!["m3".to_owned(), "m4".to_owned()];
     let mut run =
-        Run::resume(plan(1, None, 0), vec![("m1".into(), 0)], started, vec![], queued, t0);
+        Run::resume(plan(1, None, 0), vec![("m1".into(), 0)], started, vec![], vec![], queued, t0);
     assert!(launched(&run.on_tick(t0)).is_empty(), "m2 still runs");
     let effects = run.on_minion("m2", Input::AgentCompleted { retcode: 0 }, t0 + secs(1));
     assert_eq!(launched(&effects), [vec!["m3".to_owned()]]);
@@ -153,8 +153,15 @@ fn a_resumed_run_starts_its_queued_batches_when_the_running_one_is_done() {
 #[test]
 fn a_resumed_run_with_nothing_in_flight_starts_its_next_batch_at_once() {
     let t0 = Instant::now();
-    let mut run =
-        Run::resume(plan(1, Some(2), 0), vec![("m0".into(), 2)], vec![], vec![], ids(2), t0);
+    let mut run = Run::resume(
+        plan(1, Some(2), 0),
+        vec![("m0".into(), 2)],
+        vec![],
+        vec![],
+        vec![],
+        ids(2),
+        t0,
+    );
     assert_eq!(launched(&run.on_tick(t0)), [vec!["m1".to_owned()]]);
     assert_eq!(launched(&complete(&mut run, "m1", 0, t0 + secs(1))), [vec!["m2".to_owned()]]);
     let s = summary(&complete(&mut run, "m2", 0, t0 + secs(2))).expect("finished after m2");
@@ -164,8 +171,15 @@ fn a_resumed_run_with_nothing_in_flight_starts_its_next_batch_at_once() {
 #[test]
 fn a_resumed_run_past_its_failure_threshold_starts_no_queued_batch() {
     let t0 = Instant::now();
-    let mut run =
-        Run::resume(plan(1, Some(1), 0), vec![("m0".into(), 2)], vec![], vec![], ids(2), t0);
+    let mut run = Run::resume(
+        plan(1, Some(1), 0),
+        vec![("m0".into(), 2)],
+        vec![],
+        vec![],
+        vec![],
+        ids(2),
+        t0,
+    );
     let effects = run.on_tick(t0);
     assert!(launched(&effects).is_empty(), "{effects:?}");
     let not_started = effects.iter().find_map(|e| match e {
