@@ -578,3 +578,39 @@ fn a_use_wrapper_false_run_keeps_its_results_across_a_sigkill_of_the_sidecar() {
     let log = sidecar.log();
     assert!(!from_cache(&log, "minion-2"), "minion-2's return came on the bus:\n{log}");
 }
+
+#[test]
+fn an_agent_that_fetches_its_manifest_after_the_instant_starts_at_once_late_armed() {
+    let lab = Lab::shared();
+    build_binaries();
+    // A slow minion, made by a shim that waits 0.9 s before it execs the agent: published 0.1 s
+    // before the instant, the agent fetches its manifest after the instant, before the
+    // fallback (the publish's grace, 2 s after it). It cannot arm; it starts at once.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wrapper = dir.path().join("saltpeter-agent");
+    let agent = saltpeter_tests::bin("saltpeter-agent");
+    fs_err::write(&wrapper, format!("#!/bin/sh\nsleep 0.9\nexec {} \"$@\"\n", agent.display()))
+        .expect("write the shim");
+    fs_err::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the shim executable");
+    let at = Utc::now() + chrono::Duration::seconds(20);
+    let jobs = once(
+        "slowarm",
+        at,
+        &format!(
+            "targets: minion-1\nlead_time: 0.1\nwrapper_path: {}\ncommand: 'date +%s.%N'",
+            wrapper.display()
+        ),
+    );
+    let sidecar = Sidecar::start(lab, &jobs);
+    let run = sidecar.wait_for_run("slowarm", LIMIT, |_| true);
+    assert_eq!(run.status, "succeeded", "{run:#?}");
+    let started: f64 = run.results[0].output.trim().parse().expect("the command printed its start");
+    assert!(started >= at.timestamp() as f64, "started at {started}, before the instant {at}");
+    let recorded = paths(&sidecar, &run.instance);
+    assert_eq!(recorded[0].1, "late-armed", "{recorded:?}");
+    let late = "saltpeter_prearmed_minion_runs_total{outcome=\"late-armed\"}";
+    assert_eq!(metric(&sidecar, late), Some(1.0));
+    let coalesced = "saltpeter_dispatch_publishes_total{mode=\"coalesced\"}";
+    assert_eq!(metric(&sidecar, coalesced), Some(1.0), "no fallback publish");
+}
